@@ -1,0 +1,74 @@
+"""Netblock normalisation shared by the walker, the static entries and the shrink guard."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from .model import Network
+
+
+def parse_network(text: str, default_prefix: int | None = None) -> tuple[Network, bool]:
+    """Parse an address or CIDR; return (network, had_host_bits).
+
+    An address with host bits set ("192.0.2.1/24") is fixed to its network
+    ("192.0.2.0/24") instead of being written as is: Postfix skips such cidr lines
+    with only a warning, and other consumers disagree on what they mean.
+    Raises ValueError for anything that is not an IPv4/IPv6 address or network.
+    """
+    if default_prefix is not None and "/" not in text:
+        text = f"{text}/{default_prefix}"
+    strict = ipaddress.ip_network(text, strict=False)
+    try:
+        ipaddress.ip_network(text, strict=True)
+        return strict, False
+    except ValueError:
+        return strict, True
+
+
+def collapse(networks: Iterable[Network]) -> list[Network]:
+    """Collapse, de-duplicate and sort: IPv4 first, then IPv6, each in address order."""
+    networks = list(networks)
+    v4 = [n for n in networks if n.version == 4]
+    v6 = [n for n in networks if n.version == 6]
+    return list(ipaddress.collapse_addresses(v4)) + list(ipaddress.collapse_addresses(v6))
+
+
+def address_count(networks: Iterable[Network], version: int) -> int:
+    return sum(n.num_addresses for n in collapse(networks) if n.version == version)
+
+
+def lost_fraction(old: Iterable[Network], new: Iterable[Network]) -> float:
+    """The largest share, per address family, of the old addresses that the new list no longer covers.
+
+    Counted per family because an IPv6 /32 would otherwise drown every IPv4 change.
+    Returns 0.0 when nothing was covered before.
+    """
+    old_list, new_list = collapse(old), collapse(new)
+    worst = 0.0
+    for version in (4, 6):
+        before = [n for n in old_list if n.version == version]
+        total = sum(n.num_addresses for n in before)
+        if not total:
+            continue
+        after = [n for n in new_list if n.version == version]
+        kept = _overlap(before, after)
+        worst = max(worst, (total - kept) / total)
+    return worst
+
+
+def _overlap(a: list[Network], b: list[Network]) -> int:
+    """Addresses covered by both collapsed, sorted lists (one sweep over both)."""
+    ranges_a = [(int(n.network_address), int(n.broadcast_address)) for n in a]
+    ranges_b = [(int(n.network_address), int(n.broadcast_address)) for n in b]
+    i = j = covered = 0
+    while i < len(ranges_a) and j < len(ranges_b):
+        low = max(ranges_a[i][0], ranges_b[j][0])
+        high = min(ranges_a[i][1], ranges_b[j][1])
+        if low <= high:
+            covered += high - low + 1
+        if ranges_a[i][1] < ranges_b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return covered
