@@ -1,0 +1,278 @@
+"""Walk SPF records down to the netblocks they allow (the one walker of this project).
+
+For every root domain (gmail.com, outlook.com, ...) the walker follows include and
+redirect, resolves a and mx, and keeps the networks that SPF would *pass*. All terms of
+a record are looked up concurrently, so the walk costs about one round trip per level of
+the deepest chain rather than one per query. RFC 7208 accounting (10 DNS-querying terms,
+2 void lookups, loops, several records, missing include targets) is kept per root, even
+though the DNS answers are shared between roots.
+
+Differences from an SPF check (which evaluates one client address): a walker cannot
+expand macros, ``exists`` or ``ptr`` into networks, so it reports them as unresolvable;
+it evaluates every term rather than stopping at the first match; and it never turns
+``+all`` into a whitelist entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from dataclasses import dataclass
+
+from . import model
+from .dns_client import DnsClient
+from .model import NONE, OK, PERMERROR, TEMPERROR, RootResult, WalkReport
+from .netblocks import collapse, parse_network
+from .record import PASS, MultipleRecordsError, SpfSyntaxError, parse_record, select_spf_record
+
+# Stops a hostile or broken tree (e.g. diamonds of includes) even when the RFC limits
+# are deliberately not enforced.
+HARD_LOOKUP_CAP = 1000
+
+
+@dataclass
+class WalkerOptions:
+    nameservers: list[str] | None = None  # None: the system's resolvers (/etc/resolv.conf)
+    port: int = 53
+    query_lifetime: float = 2.0  # seconds one question may take, retransmissions included
+    retry_interval: float = 1.0  # resend a question that got no reply after this long
+    deadline: float = 30.0  # seconds for the whole walk; unfinished roots become temperror
+    max_in_flight: int = 32  # questions on the wire at once
+    expand_over_limit: bool = False  # keep a root that breaks the RFC 7208 lookup limits
+
+
+async def walk(domains: list[str], options: WalkerOptions | None = None, resolver=None) -> WalkReport:
+    """Walk every root domain; ``resolver`` needs ``async lookup(name, rdtype) -> Answer``."""
+    options = options or WalkerOptions()
+    client = resolver or DnsClient(
+        options.nameservers,
+        port=options.port,
+        query_lifetime=options.query_lifetime,
+        retry_interval=options.retry_interval,
+        max_in_flight=options.max_in_flight,
+    )
+    started = time.monotonic()
+    roots = {name.lower().rstrip("."): _RootWalk(name, client, options) for name in domains}
+    tasks = {name: asyncio.ensure_future(root.run()) for name, root in roots.items()}
+    _done, pending = await asyncio.wait(tasks.values(), timeout=options.deadline)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for name, task in tasks.items():
+        if task in pending:
+            roots[name].temperror(f"walk deadline of {options.deadline:g} s exceeded")
+    counters = getattr(client, "counters", None)
+    return WalkReport(
+        roots={name: root.finish() for name, root in roots.items()},
+        queries_sent=counters.queries_sent if counters else 0,
+        unique_questions=len(counters.questions) if counters else 0,
+        elapsed=time.monotonic() - started,
+    )
+
+
+def walk_sync(domains: list[str], options: WalkerOptions | None = None, resolver=None) -> WalkReport:
+    return asyncio.run(walk(domains, options, resolver))
+
+
+class _RootWalk:
+    """One root's walk and its RFC 7208 accounting."""
+
+    def __init__(self, domain: str, resolver, options: WalkerOptions):
+        self.domain = domain.lower().rstrip(".")
+        self.resolver = resolver
+        self.options = options
+        self.result = RootResult(self.domain)
+        self.found: list[tuple[model.Network, str]] = []
+        self.temperrors: list[str] = []
+        self.permerrors: list[str] = []
+        self.no_record = False
+
+    async def run(self) -> None:
+        await self._walk_record(self.domain, path=(self.domain,), chain=self.domain, collect=True)
+
+    # -- records ---------------------------------------------------------------
+
+    async def _walk_record(self, domain: str, path: tuple[str, ...], chain: str, collect: bool) -> None:
+        is_root = len(path) == 1
+        answer = await self.resolver.lookup(domain, "TXT")
+        if answer.failed:
+            self.temperror(f"{chain}: {answer.detail}")
+            return
+        try:
+            text = select_spf_record(answer.records)
+        except MultipleRecordsError as exc:
+            self.permerror(f"{chain}: {exc}")
+            return
+        if text is None:
+            if is_root:
+                self.no_record = True
+            else:
+                self.permerror(f"{chain}: {domain} publishes no SPF record")
+            return
+        try:
+            record = parse_record(text)
+        except SpfSyntaxError as exc:
+            self.permerror(f"{chain}: {exc}")
+            return
+        self._count_lookups(record.dns_terms, chain)
+        if self.result.dns_lookups > HARD_LOOKUP_CAP:
+            self.permerror(f"{chain}: more than {HARD_LOOKUP_CAP} DNS-querying terms, walk stopped")
+            return
+        jobs = [self._walk_term(term, domain, path, chain, collect) for term in record.mechanisms]
+        if record.redirect is not None and not record.has_all:
+            jobs.append(self._follow(record.redirect, path, chain, collect, "redirect="))
+        await asyncio.gather(*jobs)
+
+    async def _walk_term(self, term, domain: str, path: tuple[str, ...], chain: str, collect: bool) -> None:
+        # A term with a -, ~ or ? qualifier never passes, so its networks are not whitelisted;
+        # it is still walked, because its errors are the record's errors.
+        keep = collect and term.qualifier == PASS
+        if term.name in ("ip4", "ip6"):
+            self._add_literal(term, chain, keep)
+        elif term.name == "all":
+            if keep:
+                self.warn(f"{chain}: '{term.text}' lets the whole Internet pass; not whitelisted")
+        elif term.name in ("ptr", "exists") or term.has_macro:
+            if keep:
+                self.unresolvable(term, chain)
+        elif term.name == "include":
+            await self._follow(term, path, chain, keep, "include:")
+        elif term.name == "a":
+            await self._walk_a(term, term.domain or domain, chain, keep)
+        elif term.name == "mx":
+            await self._walk_mx(term, term.domain or domain, chain, keep)
+
+    async def _follow(self, term, path: tuple[str, ...], chain: str, collect: bool, label: str) -> None:
+        if term.has_macro:
+            if collect:
+                self.unresolvable(term, chain)
+            return
+        target = term.domain.lower().rstrip(".")
+        step = f"{chain} > {label}{target}"
+        if target in path:
+            self.permerror(f"{step}: loop back to {target}")
+            return
+        await self._walk_record(target, path + (target,), step, collect)
+
+    # -- address mechanisms ------------------------------------------------------
+
+    async def _walk_a(self, term, target: str, chain: str, keep: bool) -> None:
+        addresses = await self._addresses(target, f"{chain} > {term.text}")
+        if addresses is None:
+            return
+        if not addresses:
+            self._count_void(f"{chain} > {term.text}")
+        if keep:
+            self._add_addresses(addresses, term, f"{chain} > {term.text}")
+
+    async def _walk_mx(self, term, target: str, chain: str, keep: bool) -> None:
+        where = f"{chain} > {term.text}"
+        answer = await self.resolver.lookup(target, "MX")
+        if answer.failed:
+            self.temperror(f"{where}: {answer.detail}")
+            return
+        if answer.void:
+            self._count_void(where)
+            return
+        if len(answer.records) > model.MX_TARGET_LIMIT:
+            self.permerror(f"{where}: {len(answer.records)} MX records, more than {model.MX_TARGET_LIMIT}")
+            return
+        per_host = await asyncio.gather(
+            *(self._addresses(exchange, f"{where} > {exchange}") for _pref, exchange in answer.records)
+        )
+        if keep:
+            for addresses in per_host:
+                self._add_addresses(addresses or [], term, where)
+
+    async def _addresses(self, host: str, where: str) -> list[str] | None:
+        """A and AAAA of a host; None (and a temperror) when either look-up failed."""
+        answers = await asyncio.gather(self.resolver.lookup(host, "A"), self.resolver.lookup(host, "AAAA"))
+        failed = [answer for answer in answers if answer.failed]
+        if failed:
+            self.temperror(f"{where}: {failed[0].detail}")
+            return None
+        return [address for answer in answers for address in answer.records]
+
+    def _add_addresses(self, addresses: list[str], term, where: str) -> None:
+        for address in addresses:
+            prefix = term.cidr6 if ":" in address else term.cidr4
+            network, _host_bits = parse_network(address, prefix if prefix is not None else (128 if ":" in address else 32))
+            self.found.append((network, where))
+
+    def _add_literal(self, term, chain: str, keep: bool) -> None:
+        prefix = term.cidr4 if term.name == "ip4" else term.cidr6
+        try:
+            network, host_bits = parse_network(term.network, prefix)
+        except ValueError:
+            self.permerror(f"{chain}: invalid address in '{term.text}'")
+            return
+        if network.version != (4 if term.name == "ip4" else 6):
+            self.permerror(f"{chain}: '{term.text}' is not an {term.name} network")
+            return
+        if not keep:
+            return
+        if host_bits:
+            self.warn(f"{chain}: '{term.text}' has host bits set; using {network}")
+        self.found.append((network, f"{chain} > {term.text}"))
+
+    # -- accounting --------------------------------------------------------------
+
+    def _count_lookups(self, count: int, chain: str) -> None:
+        before = self.result.dns_lookups
+        self.result.dns_lookups += count
+        if before <= model.DNS_LOOKUP_LIMIT < self.result.dns_lookups:
+            self._over_limit(f"{chain}: more than {model.DNS_LOOKUP_LIMIT} DNS-querying terms (RFC 7208 4.6.4)")
+
+    def _count_void(self, where: str) -> None:
+        self.result.void_lookups += 1
+        if self.result.void_lookups == model.VOID_LOOKUP_LIMIT + 1:
+            self._over_limit(f"{where}: more than {model.VOID_LOOKUP_LIMIT} void lookups (RFC 7208 4.6.4)")
+
+    def _over_limit(self, message: str) -> None:
+        self.result.over_limit = True
+        if self.options.expand_over_limit:
+            self.warn(f"{message}; expanded anyway (expand_over_limit)")
+        else:
+            self.permerror(message)
+
+    def temperror(self, message: str) -> None:
+        self.temperrors.append(message)
+
+    def permerror(self, message: str) -> None:
+        self.permerrors.append(message)
+
+    def warn(self, message: str) -> None:
+        self.result.warnings.append(message)
+
+    def unresolvable(self, term, chain: str) -> None:
+        self.result.unresolvable.append(f"{chain} > {term.text}")
+        self.warn(f"{chain}: '{term.text}' cannot be turned into netblocks; add static entries for this sender")
+
+    # -- result ----------------------------------------------------------------
+
+    def finish(self) -> RootResult:
+        result = self.result
+        # A definite error outranks a transient one: retrying will not fix a broken record.
+        result.errors = self.permerrors + self.temperrors
+        if self.permerrors:
+            result.status = PERMERROR
+        elif self.temperrors:
+            result.status = TEMPERROR
+        elif self.no_record:
+            result.status = NONE
+            result.errors = [f"{self.domain} publishes no SPF record"]
+        if result.status == OK:
+            result.networks = collapse(network for network, _where in self.found)
+            result.provenance = _provenance(result.networks, self.found)
+        return result
+
+
+def _provenance(networks: list[model.Network], found: list[tuple[model.Network, str]]) -> dict[str, list[str]]:
+    """Map each collapsed network to the include chains of the netblocks it was built from."""
+    starts = [(network.version, int(network.network_address)) for network in networks]
+    provenance: dict[str, set[str]] = {str(network): set() for network in networks}
+    for network, where in found:
+        index = bisect.bisect_right(starts, (network.version, int(network.network_address))) - 1
+        provenance[str(networks[index])].add(where)
+    return {key: sorted(chains) for key, chains in provenance.items()}
