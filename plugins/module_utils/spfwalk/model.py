@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Union
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Per-root outcomes. Only OK roots contribute fresh netblocks; the other three make the
 # update logic fall back to the root's last known good netblocks.

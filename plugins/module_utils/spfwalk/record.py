@@ -13,7 +13,7 @@ QUALIFIERS = "+-~?"
 PASS = "+"
 # Mechanisms that cost a DNS query (RFC 7208 4.6.4); "redirect" is the modifier that does.
 DNS_MECHANISMS = ("a", "mx", "ptr", "include", "exists")
-MECHANISMS = DNS_MECHANISMS + ("ip4", "ip6", "all")
+MECHANISMS = (*DNS_MECHANISMS, "ip4", "ip6", "all")
 
 _VERSION = re.compile(r"^v=spf1(?: |$)", re.IGNORECASE)
 _MODIFIER_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$", re.IGNORECASE)

@@ -153,7 +153,7 @@ class _RootWalk:
         if target in path:
             self.permerror(f"{step}: loop back to {target}")
             return
-        await self._walk_record(target, path + (target,), step, collect)
+        await self._walk_record(target, (*path, target), step, collect)
 
     # -- address mechanisms ------------------------------------------------------
 
@@ -176,7 +176,8 @@ class _RootWalk:
             self._count_void(where)
             return
         if len(answer.records) > model.MX_TARGET_LIMIT:
-            self.permerror(f"{where}: {len(answer.records)} MX records, more than {model.MX_TARGET_LIMIT}")
+            count = len(answer.records)
+            self.permerror(f"{where}: {count} MX records, more than {model.MX_TARGET_LIMIT}")
             return
         per_host = await asyncio.gather(
             *(self._addresses(exchange, f"{where} > {exchange}") for _pref, exchange in answer.records)
@@ -187,7 +188,9 @@ class _RootWalk:
 
     async def _addresses(self, host: str, where: str) -> list[str] | None:
         """A and AAAA of a host; None (and a temperror) when either look-up failed."""
-        answers = await asyncio.gather(self.resolver.lookup(host, "A"), self.resolver.lookup(host, "AAAA"))
+        answers = await asyncio.gather(
+            self.resolver.lookup(host, "A"), self.resolver.lookup(host, "AAAA")
+        )
         failed = [answer for answer in answers if answer.failed]
         if failed:
             self.temperror(f"{where}: {failed[0].detail}")
@@ -197,7 +200,9 @@ class _RootWalk:
     def _add_addresses(self, addresses: list[str], term, where: str) -> None:
         for address in addresses:
             prefix = term.cidr6 if ":" in address else term.cidr4
-            network, _host_bits = parse_network(address, prefix if prefix is not None else (128 if ":" in address else 32))
+            if prefix is None:
+                prefix = 128 if ":" in address else 32
+            network, _host_bits = parse_network(address, prefix)
             self.found.append((network, where))
 
     def _add_literal(self, term, chain: str, keep: bool) -> None:
@@ -222,7 +227,8 @@ class _RootWalk:
         before = self.result.dns_lookups
         self.result.dns_lookups += count
         if before <= model.DNS_LOOKUP_LIMIT < self.result.dns_lookups:
-            self._over_limit(f"{chain}: more than {model.DNS_LOOKUP_LIMIT} DNS-querying terms (RFC 7208 4.6.4)")
+            limit = model.DNS_LOOKUP_LIMIT
+            self._over_limit(f"{chain}: more than {limit} DNS-querying terms (RFC 7208 4.6.4)")
 
     def _count_void(self, where: str) -> None:
         self.result.void_lookups += 1
@@ -247,7 +253,9 @@ class _RootWalk:
 
     def unresolvable(self, term, chain: str) -> None:
         self.result.unresolvable.append(f"{chain} > {term.text}")
-        self.warn(f"{chain}: '{term.text}' cannot be turned into netblocks; add static entries for this sender")
+        self.warn(
+            f"{chain}: '{term.text}' cannot be turned into netblocks; add static entries for this sender"
+        )
 
     # -- result ----------------------------------------------------------------
 
@@ -268,7 +276,9 @@ class _RootWalk:
         return result
 
 
-def _provenance(networks: list[model.Network], found: list[tuple[model.Network, str]]) -> dict[str, list[str]]:
+def _provenance(
+    networks: list[model.Network], found: list[tuple[model.Network, str]]
+) -> dict[str, list[str]]:
     """Map each collapsed network to the include chains of the netblocks it was built from."""
     starts = [(network.version, int(network.network_address)) for network in networks]
     provenance: dict[str, set[str]] = {str(network): set() for network in networks}

@@ -1,0 +1,318 @@
+"""Unit tests for the whitelist renderers and the static entry parser (no DNS)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import pytest
+
+from spfwalk.outputs import (
+    FORMATS,
+    GENERATED_LINE,
+    SQLGREY_MAX_LINES_PER_NETWORK,
+    OutputError,
+    Rendered,
+    StaticEntries,
+    StaticEntryError,
+    exim_hostname,
+    exim_regex,
+    parse_static_entries,
+    render,
+)
+
+
+def nets(*texts):
+    return [ipaddress.ip_network(t) for t in texts]
+
+
+WALK = nets("198.51.100.0/25", "203.0.113.7/32", "2001:db8:1::/48", "2001:db8:2::5/128")
+HEADER = ["roots: example.net (4 netblocks, fresh)"]
+
+
+def head(fmt_line):
+    return f"{GENERATED_LINE}\n{fmt_line}\n# roots: example.net (4 netblocks, fresh)\n"
+
+
+# --- static entries ---------------------------------------------------------------------------
+
+
+def test_parse_static_entries_sorts_kinds_and_normalises():
+    static = parse_static_entries(
+        [
+            "",
+            "   ",
+            "# a comment",
+            "192.0.2.10",
+            "Mail.Example.COM.",
+            "mail.example.com",
+            r"/^smtp\d+\.example\.org$/",
+            "2001:DB8::/32",
+            " relay.example.org ",
+        ]
+    )
+    assert static.networks == nets("192.0.2.10/32", "2001:db8::/32")
+    assert static.hostnames == ["mail.example.com", "relay.example.org"]
+    assert static.regexes == [r"^smtp\d+\.example\.org$"]
+    assert static.warnings == []
+
+
+def test_parse_static_entries_fixes_host_bits_with_a_warning():
+    static = parse_static_entries(["192.0.2.77/24", "2001:db8::1/32"])
+    assert static.networks == nets("192.0.2.0/24", "2001:db8::/32")
+    assert len(static.warnings) == 2
+    assert "'192.0.2.77/24'" in static.warnings[0]
+    assert "192.0.2.0/24" in static.warnings[0]
+    assert "'2001:db8::1/32'" in static.warnings[1]
+
+
+def test_parse_static_entries_collapses_networks():
+    static = parse_static_entries(["192.0.2.0/25", "192.0.2.128/25", "192.0.2.5"])
+    assert static.networks == nets("192.0.2.0/24")
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("300.1.2.3/24", "not a valid IPv4/IPv6 address"),
+        ("192.0.2.0/33", "not a valid IPv4/IPv6 address"),
+        ("192.0.2", "partial addresses"),
+        ("2001:db8::g/32", "not a valid IPv4/IPv6 address"),
+        ("fe80::1%eth0", "scoped"),
+        ("example.com/24", "not a valid IPv4/IPv6 address"),
+        ("/foo(/", "not a valid regular expression"),
+        ("/[a-/", "not a valid regular expression"),
+        ("//", "empty regex"),
+        ("/foo#bar/", "may not contain '#'"),
+        ("/foo bar/", "whitespace"),
+        ("mail example.com", "whitespace"),
+        ("-bad.example.com", "RFC 1123"),
+        ("bad-.example.com", "RFC 1123"),
+        ("exa_mple.com", "RFC 1123"),
+        ("a..example.com", "RFC 1123"),
+        ("x" * 64 + ".example.com", "RFC 1123"),
+        (".".join(["a" * 60] * 5), "1 to 253"),
+        ("localhost", "at least two labels"),
+        ("*.example.com", "wildcards are not needed"),
+        ("bücher.example", "xn--"),
+        ("host.123", "last label is numeric"),
+    ],
+)
+def test_parse_static_entries_rejects_bad_entries_naming_them(entry, why):
+    with pytest.raises(StaticEntryError) as excinfo:
+        parse_static_entries(["192.0.2.1", entry])
+    message = str(excinfo.value)
+    assert repr(entry.strip()) in message
+    assert why in message
+
+
+def test_static_entry_error_is_an_output_error_and_a_value_error():
+    assert issubclass(StaticEntryError, OutputError)
+    assert issubclass(OutputError, ValueError)
+
+
+def test_parse_static_entries_accepts_none_and_empty():
+    assert parse_static_entries(None) == StaticEntries([], [], [], [])
+    assert not parse_static_entries([])
+
+
+# --- exact output per format ------------------------------------------------------------------
+
+
+def test_render_postgrey_exact():
+    static = parse_static_entries(["192.0.2.0/24", "mail.example.com", r"/\.outbound\.example\.org$/"])
+    result = render("postgrey", WALK, static, HEADER)
+    assert isinstance(result, Rendered)
+    assert result.content == head(
+        "# Format: postgrey whitelist_clients (address or CIDR, reverse-DNS name suffix, /regex/)."
+    ) + (
+        "192.0.2.0/24\n"
+        "198.51.100.0/25\n"
+        "203.0.113.7\n"
+        "2001:db8:1::/48\n"
+        "2001:db8:2::5\n"
+        "mail.example.com\n"
+        "/\\.outbound\\.example\\.org$/\n"
+    )
+    assert result.warnings == []
+    assert result.entry_count == 7
+
+
+def test_render_cidr_exact_and_action():
+    result = render("cidr", WALK, parse_static_entries(["192.0.2.1"]), HEADER)
+    assert result.content == head(
+        "# Format: Postfix cidr table (check_client_access or postscreen_access_list)."
+    ) + (
+        "192.0.2.1/32\tOK\n"
+        "198.51.100.0/25\tOK\n"
+        "203.0.113.7/32\tOK\n"
+        "2001:db8:1::/48\tOK\n"
+        "2001:db8:2::5/128\tOK\n"
+    )
+    permit = render("cidr", WALK, None, HEADER, cidr_action="permit")
+    assert permit.content.splitlines()[3:] == [
+        "198.51.100.0/25\tpermit",
+        "203.0.113.7/32\tpermit",
+        "2001:db8:1::/48\tpermit",
+        "2001:db8:2::5/128\tpermit",
+    ]
+
+
+@pytest.mark.parametrize("action", ["", "   ", "OK\nREJECT", "OK\tx"])
+def test_render_cidr_rejects_bad_action(action):
+    with pytest.raises(OutputError, match="cidr_action"):
+        render("cidr", WALK, None, HEADER, cidr_action=action)
+
+
+def test_render_exim_exact():
+    static = parse_static_entries(["mail.example.com", r"/.*foo\.com$/", "/^relay[0-9]+\\./", "/bar/"])
+    result = render("exim", WALK, static, HEADER)
+    assert result.content == head(
+        "# Format: Exim host list file (address or CIDR, ^regex matched against the reverse-DNS name)."
+    ) + (
+        "198.51.100.0/25\n"
+        "203.0.113.7\n"
+        "2001:db8:1::/48\n"
+        "2001:db8:2::5\n"
+        "^(?:.+\\.)?mail\\.example\\.com$\n"
+        "^.*foo\\.com$\n"
+        "^relay[0-9]+\\.\n"
+        "^.*bar\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (r".*foo\.com$", r"^.*foo\.com$"),
+        (r"^mx\d+\.example\.com$", r"^mx\d+\.example\.com$"),
+        (r"foo\.com$", r"^.*foo\.com$"),
+    ],
+)
+def test_exim_regex_conversion_keeps_postgrey_meaning(body, expected):
+    converted = exim_regex(body)
+    assert converted == expected
+    for name in ("mx1.foo.com", "foo.com", "mx1.example.com", "foo.com.evil.net"):
+        assert bool(re.search(body, name)) == bool(re.search(converted, name))
+
+
+def test_exim_hostname_matches_like_postgrey():
+    pattern = re.compile(exim_hostname("example.com"))
+    assert pattern.match("example.com")
+    assert pattern.match("mx1.mail.example.com")
+    assert not pattern.match("badexample.com")
+    assert not pattern.match("example.com.evil.net")
+
+
+def test_render_spamd_exact():
+    result = render("spamd", WALK, parse_static_entries(["192.0.2.0/24"]), HEADER)
+    assert result.content == head('# Format: pf table file (e.g. table <nospamd> persist file "...").') + (
+        "192.0.2.0/24\n198.51.100.0/25\n203.0.113.7\n2001:db8:1::/48\n2001:db8:2::5\n"
+    )
+
+
+def test_render_sqlgrey_exact_expansion_and_ipv6_warning():
+    walk = nets("192.0.2.0/23", "198.51.100.64/30", "203.0.113.7/32", "2001:db8:1::/48", "2001:db8:2::/48")
+    result = render("sqlgrey", walk, None, HEADER)
+    assert result.content == head("# Format: sqlgrey clients_ip_whitelist.local.") + (
+        "192.0.2\n192.0.3\n198.51.100.64\n198.51.100.65\n198.51.100.66\n198.51.100.67\n203.0.113.7\n"
+    )
+    assert len(result.warnings) == 1
+    assert "left out 2 IPv6 network(s)" in result.warnings[0]
+    assert result.entry_count == 7
+
+
+def entry_lines(content):
+    return [line for line in content.splitlines() if not line.startswith("#")]
+
+
+def test_render_sqlgrey_counts():
+    slash20 = entry_lines(render("sqlgrey", nets("10.1.16.0/20"), None, []).content)
+    assert slash20 == [f"10.1.{i}" for i in range(16, 32)]
+    slash26 = entry_lines(render("sqlgrey", nets("10.1.2.64/26"), None, []).content)
+    assert slash26 == [f"10.1.2.{i}" for i in range(64, 128)]
+    slash16 = entry_lines(render("sqlgrey", nets("10.1.0.0/16"), None, []).content)
+    assert len(slash16) == 256
+    assert slash16[0] == "10.1.0" and slash16[-1] == "10.1.255"
+    # Never the 1- or 2-octet forms: no sqlgrey release reads them.
+    assert all(line.count(".") >= 2 for line in slash16)
+
+
+def test_render_sqlgrey_cap():
+    at_cap = entry_lines(render("sqlgrey", nets("10.16.0.0/12"), None, []).content)
+    assert len(at_cap) == SQLGREY_MAX_LINES_PER_NETWORK
+    with pytest.raises(OutputError) as excinfo:
+        render("sqlgrey", nets("10.0.0.0/11"), None, [])
+    message = str(excinfo.value)
+    assert "10.0.0.0/11" in message
+    assert "8192" in message
+    assert str(SQLGREY_MAX_LINES_PER_NETWORK) in message
+    assert not isinstance(excinfo.value, StaticEntryError)
+
+
+def test_render_sqlgrey_cidr_mode():
+    walk = nets("10.0.0.0/8", "203.0.113.7/32", "2001:db8::/32")
+    result = render("sqlgrey", walk, None, [], sqlgrey_cidr=True)
+    assert entry_lines(result.content) == ["10.0.0.0/8", "203.0.113.7", "2001:db8::/32"]
+    assert result.warnings == []
+
+
+@pytest.mark.parametrize("fmt", ["cidr", "sqlgrey", "spamd"])
+@pytest.mark.parametrize("entry", ["mail.example.com", r"/\.example\.com$/"])
+def test_formats_without_names_reject_hostnames_and_regexes(fmt, entry):
+    static = parse_static_entries(["192.0.2.1", entry])
+    with pytest.raises(StaticEntryError) as excinfo:
+        render(fmt, WALK, static, HEADER)
+    assert repr(entry) in str(excinfo.value)
+
+
+def test_rejection_messages_explain_where_names_go():
+    static = parse_static_entries(["mail.example.com"])
+    with pytest.raises(StaticEntryError, match="check_client_access hash"):
+        render("cidr", WALK, static, [])
+    with pytest.raises(StaticEntryError, match="clients_fqdn_whitelist"):
+        render("sqlgrey", WALK, static, [])
+    with pytest.raises(StaticEntryError, match="A/AAAA"):
+        render("spamd", WALK, static, [])
+
+
+# --- general properties -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_render_is_deterministic_and_order_independent(fmt):
+    static = parse_static_entries(["192.0.2.0/24"])
+    first = render(fmt, WALK, static, HEADER)
+    again = render(fmt, list(reversed(WALK)), static, HEADER)
+    assert first.content == again.content
+    assert first.content.endswith("\n")
+    assert first.content.startswith("# ")
+    assert first.content.splitlines()[0] == GENERATED_LINE
+    # No timestamps of any common shape.
+    assert not re.search(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}", first.content)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_render_merges_static_networks_and_collapses(fmt):
+    static = parse_static_entries(["192.0.2.0/25"])
+    result = render(fmt, nets("192.0.2.128/25"), static, [])
+    lines = entry_lines(result.content)
+    expected = {"sqlgrey": "192.0.2", "cidr": "192.0.2.0/24\tOK"}.get(fmt, "192.0.2.0/24")
+    assert lines == [expected]
+
+
+def test_render_accepts_network_strings():
+    result = render("postgrey", ["198.51.100.0/24"], None, [])
+    assert entry_lines(result.content) == ["198.51.100.0/24"]
+
+
+def test_render_header_lines():
+    result = render("postgrey", WALK, None, ["plain", "# already a comment", ""])
+    assert result.content.splitlines()[2:5] == ["# plain", "# already a comment", "#"]
+    with pytest.raises(OutputError, match="line break"):
+        render("postgrey", WALK, None, ["two\nlines"])
+
+
+def test_render_unknown_format():
+    with pytest.raises(OutputError, match="unknown output format 'bind'"):
+        render("bind", WALK, None, [])

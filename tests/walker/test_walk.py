@@ -1,0 +1,288 @@
+"""The walker against a real DNS server process (tests/support/dns_server.py) on 127.0.0.x."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+import pytest
+
+from spfwalk.model import NONE, OK, PERMERROR, TEMPERROR
+from spfwalk.walker import WalkerOptions, walk_sync
+
+
+def zone(records: dict, faults: dict | None = None, delay_ms: int = 0) -> dict:
+    return {"records": records, "faults": faults or {}, "delay_ms": delay_ms}
+
+
+def spf(text: str) -> dict:
+    return {"TXT": [text]}
+
+
+@pytest.fixture
+def walk(dns_server):
+    """walk(zone, roots, **options) -> (WalkReport, server) against a fresh lab server."""
+
+    def run(zone_data: dict, roots: list[str], **options):
+        server = dns_server(zone_data)
+        options.setdefault("query_lifetime", 1.0)
+        options.setdefault("deadline", 10.0)
+        report = walk_sync(roots, WalkerOptions(nameservers=[server.address], port=server.port, **options))
+        return report, server
+
+    return run
+
+
+def nets(root) -> list[str]:
+    return [str(network) for network in root.networks]
+
+
+# -- terms ------------------------------------------------------------------------------
+
+
+def test_every_address_term_contributes_its_netblocks(walk):
+    report, _ = walk(zone({
+        "example.com": {
+            "TXT": ["v=spf1 ip4:192.0.2.0/25 ip6:2001:db8:1::/48 a a:host.example.com/24//64 "
+                    "mx/28 include:inc.example.com -all"],
+            "A": ["198.51.100.7"],
+            "MX": [[10, "mx1.example.com"], [20, "mx2.example.com"]],
+        },
+        "host.example.com": {"A": ["203.0.113.9"], "AAAA": ["2001:db8:2::9"]},
+        "mx1.example.com": {"A": ["198.51.100.33"]},
+        "mx2.example.com": {"AAAA": ["2001:db8:3::1"]},
+        "inc.example.com": spf("v=spf1 ip4:192.0.2.128/25 ~all"),
+    }), ["example.com"])
+    root = report.roots["example.com"]
+    assert root.status == OK, root.errors
+    # ip4 /25 + include /25 collapse into one /24; a -> /32; a:host /24 and /64; mx/28; mx AAAA /128
+    assert nets(root) == [
+        "192.0.2.0/24", "198.51.100.7/32", "198.51.100.32/28", "203.0.113.0/24",
+        "2001:db8:1::/48", "2001:db8:2::/64", "2001:db8:3::1/128",
+    ]
+    assert root.dns_lookups == 4  # a, a:host, mx, include
+
+
+def test_redirect_is_followed_and_split_txt_strings_are_joined(walk):
+    report, _ = walk(zone({
+        "gmail.test": spf("v=spf1 redirect=_spf.gmail.test"),
+        "_spf.gmail.test": {"TXT": [["v=spf1 ip4:192.0.2.0/24", " ip4:198.51.100.0/24 ~all"]]},
+    }), ["gmail.test"])
+    assert nets(report.roots["gmail.test"]) == ["192.0.2.0/24", "198.51.100.0/24"]
+
+
+def test_redirect_is_ignored_when_the_record_has_all(walk):
+    report, _ = walk(zone({
+        "a.test": spf("v=spf1 ip4:192.0.2.0/24 -all redirect=b.test"),
+        "b.test": spf("v=spf1 ip4:198.51.100.0/24 -all"),
+    }), ["a.test"])
+    assert nets(report.roots["a.test"]) == ["192.0.2.0/24"]
+
+
+def test_only_pass_terms_are_whitelisted(walk):
+    report, _ = walk(zone({
+        "q.test": spf("v=spf1 +ip4:192.0.2.1 -ip4:192.0.2.2 ~ip4:192.0.2.3 ?ip4:192.0.2.4 "
+                      "~include:soft.test ip6:2001:db8::1 +all"),
+        "soft.test": spf("v=spf1 ip4:198.51.100.0/24 -all"),
+    }), ["q.test"])
+    root = report.roots["q.test"]
+    assert nets(root) == ["192.0.2.1/32", "2001:db8::1/128"]
+    assert any("+all" in warning for warning in root.warnings)
+
+
+@pytest.mark.parametrize("term", ["exists:%{i}._spf.sender.test", "ptr", "ptr:sender.test",
+                                  "include:%{d}._spf.sender.test", "a:%{l}.sender.test"])
+def test_terms_that_cannot_become_netblocks_are_reported(walk, term):
+    report, _ = walk(zone({"sender.test": spf(f"v=spf1 ip4:192.0.2.0/24 {term} -all")}), ["sender.test"])
+    root = report.roots["sender.test"]
+    assert root.status == OK
+    assert root.unresolvable == [f"sender.test > {term}"]
+    assert any("static entries" in warning for warning in root.warnings)
+    assert nets(root) == ["192.0.2.0/24"]
+
+
+# -- RFC 7208 accounting ---------------------------------------------------------------
+
+
+def _eleven_includes() -> dict:
+    names = [f"i{n}.test" for n in range(11)]
+    records = {name: spf(f"v=spf1 ip4:192.0.2.{2 * n}") for n, name in enumerate(names)}
+    records["big.test"] = spf("v=spf1 " + " ".join(f"include:{name}" for name in names) + " -all")
+    return records
+
+
+def test_more_than_ten_lookups_is_a_permerror_by_default(walk):
+    report, _ = walk(zone(_eleven_includes()), ["big.test"])
+    root = report.roots["big.test"]
+    assert (root.status, root.dns_lookups, root.over_limit) == (PERMERROR, 11, True)
+    assert "more than 10 DNS-querying terms" in root.errors[0]
+    assert root.networks == []
+
+
+def test_over_limit_root_can_be_expanded_on_request(walk):
+    report, _ = walk(zone(_eleven_includes()), ["big.test"], expand_over_limit=True)
+    root = report.roots["big.test"]
+    assert (root.status, root.dns_lookups, root.over_limit) == (OK, 11, True)
+    assert len(root.networks) == 11
+    assert any("expanded anyway" in warning for warning in root.warnings)
+
+
+def test_lookups_are_counted_per_root_even_when_answers_are_shared(walk):
+    records = _eleven_includes()
+    records["small.test"] = spf("v=spf1 include:i0.test include:i1.test -all")
+    report, server = walk(zone(records), ["big.test", "small.test"], expand_over_limit=True)
+    assert report.roots["small.test"].dns_lookups == 2
+    assert report.roots["big.test"].dns_lookups == 11
+    txt_queries = [q["name"] for q in server.queries() if q["type"] == "TXT"]
+    assert txt_queries.count("i0.test") == 1  # one question on the wire for both roots
+
+
+def test_more_than_two_void_lookups_is_a_permerror(walk):
+    report, _ = walk(zone({
+        "void.test": spf("v=spf1 a:gone1.void.test a:gone2.void.test mx:gone3.void.test ip4:192.0.2.1 -all"),
+    }), ["void.test"])
+    root = report.roots["void.test"]
+    assert (root.status, root.void_lookups) == (PERMERROR, 3)
+    assert "void lookups" in root.errors[0]
+
+
+def test_include_loop_is_a_permerror(walk):
+    report, _ = walk(zone({
+        "loop-a.test": spf("v=spf1 include:loop-b.test -all"),
+        "loop-b.test": spf("v=spf1 ip4:192.0.2.1 include:loop-a.test -all"),
+    }), ["loop-a.test"])
+    root = report.roots["loop-a.test"]
+    assert root.status == PERMERROR
+    assert root.errors == [
+        "loop-a.test > include:loop-b.test > include:loop-a.test: loop back to loop-a.test"
+    ]
+
+
+def test_several_spf_records_is_a_permerror(walk):
+    report, _ = walk(zone({
+        "two.test": {"TXT": ["v=spf1 ip4:192.0.2.1 -all", "v=spf1 ip4:192.0.2.2 -all", "verify=x"]},
+    }), ["two.test"])
+    assert report.roots["two.test"].status == PERMERROR
+    assert "2 SPF records" in report.roots["two.test"].errors[0]
+
+
+def test_missing_include_target_is_a_permerror(walk):
+    report, _ = walk(zone({"inc.test": spf("v=spf1 include:missing.inc.test ip4:192.0.2.1 -all")}),
+                     ["inc.test"])
+    root = report.roots["inc.test"]
+    assert root.status == PERMERROR
+    assert "missing.inc.test publishes no SPF record" in root.errors[0]
+
+
+def test_a_root_without_spf_record_is_none(walk):
+    report, _ = walk(zone({"plain.test": {"TXT": ["just text"]}}), ["plain.test", "nxdomain.test"])
+    assert report.roots["plain.test"].status == NONE
+    assert report.roots["nxdomain.test"].status == NONE
+
+
+def test_syntax_error_is_a_permerror(walk):
+    report, _ = walk(zone({"bad.test": spf("v=spf1 ip4:192.0.2.0/33 -all")}), ["bad.test"])
+    assert report.roots["bad.test"].status == PERMERROR
+
+
+def test_servfail_on_an_include_is_a_temperror(walk):
+    report, _ = walk(zone(
+        {"s.test": spf("v=spf1 include:broken.s.test ip4:192.0.2.1 -all"), "broken.s.test": {}},
+        faults={"broken.s.test": {"servfail": True}},
+    ), ["s.test"])
+    root = report.roots["s.test"]
+    assert root.status == TEMPERROR
+    assert "SERVFAIL" in root.errors[0]
+    assert root.networks == []  # a partial list is never handed on
+
+
+def test_dropped_reply_is_a_temperror_within_the_query_lifetime(walk):
+    lifetime = 1.0
+    started = time.monotonic()
+    report, _ = walk(zone(
+        {"d.test": spf("v=spf1 include:gone.d.test -all"), "fine.test": spf("v=spf1 ip4:192.0.2.1 -all")},
+        faults={"gone.d.test": {"drop": True}},
+    ), ["d.test", "fine.test"], query_lifetime=lifetime, retry_interval=0.4)
+    elapsed = time.monotonic() - started
+    assert report.roots["d.test"].status == TEMPERROR
+    assert "no reply" in report.roots["d.test"].errors[0]
+    assert report.roots["fine.test"].status == OK
+    assert report.elapsed < lifetime + 0.5, report.elapsed
+    assert elapsed < lifetime + 5  # server start-up included; a hang would exceed this by far
+
+
+def test_walk_deadline_turns_unfinished_roots_into_temperror(walk):
+    report, _ = walk(zone(
+        {"slow.test": spf("v=spf1 include:slower.slow.test -all"), "slower.slow.test": spf("v=spf1 -all"),
+         "fast.test": spf("v=spf1 ip4:192.0.2.1 -all")},
+        faults={"slower.slow.test": {"delay_ms": 3000}},
+    ), ["slow.test", "fast.test"], query_lifetime=5.0, deadline=0.6)
+    assert report.roots["slow.test"].status == TEMPERROR
+    assert "deadline" in report.roots["slow.test"].errors[0]
+    assert report.roots["fast.test"].status == OK
+    assert report.elapsed < 0.6 + 0.5
+
+
+# -- speed mechanisms (correctness only; figures live in bench/) -------------------------
+
+
+def test_truncated_udp_answer_is_retried_over_tcp(walk):
+    report, server = walk(zone({"tc.test": spf("v=spf1 ip4:192.0.2.0/24 -all")},
+                               faults={"tc.test": {"truncate": True}}), ["tc.test"])
+    assert nets(report.roots["tc.test"]) == ["192.0.2.0/24"]
+    transports = sorted(q["transport"] for q in server.queries() if q["name"] == "tc.test")
+    assert transports == ["tcp", "udp"]
+
+
+def test_each_question_is_sent_once_per_walk(walk):
+    records = {
+        "r1.test": spf("v=spf1 include:shared.test a:h.test -all"),
+        "r2.test": spf("v=spf1 include:shared.test include:shared2.test -all"),
+        "shared.test": spf("v=spf1 a:h.test -all"),
+        "shared2.test": spf("v=spf1 include:shared.test -all"),
+        "h.test": {"A": ["192.0.2.7"]},
+    }
+    report, server = walk(zone(records, delay_ms=30), ["r1.test", "r2.test"])
+    asked = [(q["name"], q["type"]) for q in server.queries()]
+    assert len(asked) == len(set(asked)) == report.unique_questions == report.queries_sent
+    assert ("shared.test", "TXT") in asked
+
+
+def test_questions_in_flight_are_bounded(walk):
+    children = [f"c{n}.wide.test" for n in range(8)]
+    records = {name: spf("v=spf1 ip4:192.0.2.1") for name in children}
+    records["wide.test"] = spf("v=spf1 " + " ".join(f"include:{c}" for c in children))
+    # 8 includes answered after 100 ms each, 2 at a time: at least 4 rounds after the root's answer.
+    report, _ = walk(zone(records, delay_ms=100), ["wide.test"], max_in_flight=2, expand_over_limit=True)
+    assert report.roots["wide.test"].status == OK
+    assert report.elapsed >= 0.5
+    unbounded, _ = walk(zone(records, delay_ms=100), ["wide.test"], max_in_flight=32, expand_over_limit=True)
+    assert unbounded.elapsed < report.elapsed
+
+
+# -- normalisation and provenance --------------------------------------------------------
+
+
+def test_host_bits_are_fixed_with_a_warning_and_lists_are_collapsed(walk):
+    report, _ = walk(zone({
+        "n.test": spf("v=spf1 ip6:2001:db8::1/32 ip4:192.0.2.77/24 ip4:198.51.100.0/25 "
+                      "ip4:198.51.100.128/25 ip4:192.0.2.5 ip4:10.0.0.0/8 -all"),
+    }), ["n.test"])
+    root = report.roots["n.test"]
+    assert nets(root) == ["10.0.0.0/8", "192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"]
+    fixed = [w for w in root.warnings if "host bits" in w]
+    assert fixed == ["n.test: 'ip6:2001:db8::1/32' has host bits set; using 2001:db8::/32",
+                     "n.test: 'ip4:192.0.2.77/24' has host bits set; using 192.0.2.0/24"]
+    for text in nets(root):
+        ipaddress.ip_network(text, strict=True)
+
+
+def test_provenance_names_the_include_chain(walk):
+    report, _ = walk(zone({
+        "p.test": spf("v=spf1 redirect=_spf.p.test"),
+        "_spf.p.test": spf("v=spf1 include:_nb.p.test -all"),
+        "_nb.p.test": spf("v=spf1 ip4:192.0.2.0/24 -all"),
+    }), ["p.test"])
+    assert report.roots["p.test"].provenance == {
+        "192.0.2.0/24": ["p.test > redirect=_spf.p.test > include:_nb.p.test > ip4:192.0.2.0/24"],
+    }
