@@ -185,6 +185,8 @@ def plan_update(
         key = _root_key(domain)
         requested.add(key)
         summary = root.as_dict()
+        # The walk's own notes (unresolvable terms, fixed host bits, limits) reach the user too.
+        warnings.extend(root.warnings)
         if root.ok:
             nets = collapse(parse_network(str(n))[0] for n in root.networks)
             source = "fresh"
@@ -197,7 +199,7 @@ def plan_update(
                         f"{domain} lost {fraction:.1%} of its previous addresses "
                         f"(more than the allowed {max_shrink:.0%})"
                     )
-            header_roots[key] = f"{domain}: {len(nets)} netblock(s), fresh"
+            header_roots[key] = f"{domain}: {len(nets)} netblock(s)"
         elif key in old_roots:
             nets = old_roots[key]
             source = "last_good"
@@ -207,7 +209,9 @@ def plan_update(
                 f"{domain}: the SPF walk failed ({root.status}: {why}); kept its {len(nets)} last known "
                 "good netblock(s)"
             )
-            header_roots[key] = f"{domain}: {len(nets)} netblock(s), last known good (walk: {root.status})"
+            # Same header as a fresh walk: falling back must not touch a file whose netblocks
+            # did not change (the warning and the report say which roots fell back).
+            header_roots[key] = f"{domain}: {len(nets)} netblock(s)"
         else:
             why = "; ".join(root.errors) or "no details"
             missing.append(f"{domain} ({root.status}: {why})")

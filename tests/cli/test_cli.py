@@ -1,0 +1,143 @@
+"""spf-netblocks as an admin runs it from cron: real process, real lab DNS server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spfwalk import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+ZONE = {
+    "records": {
+        "gmail.test": {"TXT": ["v=spf1 redirect=_spf.gmail.test"]},
+        "_spf.gmail.test": {"TXT": ["v=spf1 include:_nb1.gmail.test include:_nb2.gmail.test ~all"]},
+        "_nb1.gmail.test": {"TXT": ["v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/24 ~all"]},
+        "_nb2.gmail.test": {"TXT": ["v=spf1 ip6:2001:db8::/32 ~all"]},
+        "ses.test": {"TXT": ["v=spf1 ip4:203.0.113.0/24 -all"]},
+    },
+}
+
+
+def run_cli(server, *args: str, domains=("gmail.test", "ses.test")) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "plugins" / "module_utils"))
+    command = [sys.executable, "-m", "spfwalk.cli", *domains,
+               "--nameserver", server.address, "--port", str(server.port), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def server(dns_server):
+    return dns_server(ZONE)
+
+
+def test_first_run_writes_then_second_run_is_unchanged(server, tmp_path):
+    out = tmp_path / "whitelist_clients.local"
+    first = run_cli(server, "--output", str(out))
+    assert first.returncode == cli.EXIT_CHANGED, first.stderr
+    lines = [line for line in out.read_text().splitlines() if not line.startswith("#")]
+    assert lines == ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]
+    state = json.loads((tmp_path / "whitelist_clients.local.state.json").read_text())
+    assert sorted(state["roots"]) == ["gmail.test", "ses.test"]
+
+    mtime = out.stat().st_mtime_ns
+    second = run_cli(server, "--output", str(out))
+    assert second.returncode == cli.EXIT_UNCHANGED, second.stderr
+    assert out.stat().st_mtime_ns == mtime
+
+
+def test_dropped_reply_keeps_last_good_and_leaves_the_file_untouched(server, tmp_path):
+    out = tmp_path / "list"
+    assert run_cli(server, "--output", str(out)).returncode == cli.EXIT_CHANGED
+    before, mtime = out.read_bytes(), out.stat().st_mtime_ns
+
+    server.update({**ZONE, "faults": {"_nb2.gmail.test": {"drop": True}}})
+    report_file = tmp_path / "report.json"
+    lifetime = 1.0
+    result = run_cli(server, "--output", str(out), "--query-lifetime", str(lifetime),
+                     "--report", str(report_file))
+    assert result.returncode == cli.EXIT_KEPT_LAST_GOOD, result.stderr
+    report = json.loads(report_file.read_text())
+    gmail = report["roots"]["gmail.test"]
+    assert gmail["status"] == "temperror"
+    assert "_nb2.gmail.test" in gmail["errors"][0]
+    assert report["elapsed"] < lifetime + 0.5
+    assert "kept its 3 last known good netblock(s)" in result.stderr
+    assert out.read_bytes() == before
+    assert out.stat().st_mtime_ns == mtime
+
+
+def test_failed_root_without_last_good_writes_nothing(server, tmp_path):
+    out = tmp_path / "list"
+    result = run_cli(server, "--output", str(out), domains=("gmail.test", "missing.test"))
+    assert result.returncode == cli.EXIT_FAILED
+    assert "missing.test" in result.stderr and "partial" in result.stderr
+    assert not out.exists()
+
+
+def test_shrink_is_refused_unless_forced(server, tmp_path):
+    out = tmp_path / "list"
+    assert run_cli(server, "--output", str(out)).returncode == cli.EXIT_CHANGED
+    before = out.read_bytes()
+    shrunk = json.loads(json.dumps(ZONE))
+    shrunk["records"]["_nb1.gmail.test"] = {"TXT": ["v=spf1 ip4:192.0.2.0/26 ~all"]}
+    server.update(shrunk)
+
+    refused = run_cli(server, "--output", str(out))
+    assert refused.returncode == cli.EXIT_FAILED
+    assert "gmail.test lost" in refused.stderr
+    assert out.read_bytes() == before
+
+    forced = run_cli(server, "--output", str(out), "--force")
+    assert forced.returncode == cli.EXIT_CHANGED, forced.stderr
+    assert "192.0.2.0/26" in out.read_text()
+
+
+def test_dry_run_reports_a_change_without_writing(server, tmp_path):
+    out = tmp_path / "list"
+    result = run_cli(server, "--output", str(out), "--dry-run")
+    assert result.returncode == cli.EXIT_CHANGED
+    assert "would write" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("fmt", "expected"), [
+    ("cidr", "192.0.2.0/24\tOK"),
+    ("exim", "192.0.2.0/24"),
+    ("sqlgrey", "192.0.2"),
+    ("spamd", "2001:db8::/32"),
+])
+def test_every_format_is_available_on_stdout(server, fmt, expected):
+    result = run_cli(server, "--format", fmt)
+    assert result.returncode == cli.EXIT_UNCHANGED, result.stderr
+    assert expected in result.stdout.splitlines()
+
+
+def test_static_entry_the_format_cannot_hold_is_rejected_by_name(server, tmp_path):
+    result = run_cli(server, "--format", "cidr", "--static", "mail.example.org", "--output", str(tmp_path / "x"))
+    assert result.returncode == cli.EXIT_FAILED
+    assert "mail.example.org" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_invalid_static_cidr_is_rejected_by_name(server):
+    result = run_cli(server, "--static", "300.1.2.3/24")
+    assert result.returncode == cli.EXIT_FAILED
+    assert "300.1.2.3/24" in result.stderr
+
+
+def test_static_entries_are_merged(server, tmp_path):
+    static_file = tmp_path / "static"
+    static_file.write_text("# Microsoft 365 relays\n/.*outbound\\.protection\\.outlook\\.com$/\n192.0.2.128/25\n")
+    result = run_cli(server, "--static-file", str(static_file), "--static", "mail.example.org")
+    assert result.returncode == cli.EXIT_UNCHANGED, result.stderr
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    assert "192.0.2.0/24" in lines and "192.0.2.128/25" not in lines  # collapsed into the /24
+    assert "/.*outbound\\.protection\\.outlook\\.com$/" in lines
+    assert "mail.example.org" in lines
