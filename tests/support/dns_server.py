@@ -109,6 +109,11 @@ TCP_IDLE_TIMEOUT = 30.0
 TXT_CHUNK = 255
 
 
+def wire_name(qname) -> str:
+    """The query name with its labels as sent (dnslib's str() escapes spaces as \\032)."""
+    return ".".join(label.decode("latin-1") for label in qname.label)
+
+
 def normalise(name: str) -> str:
     """Canonical key for a name: lowercase, no trailing dot ("" is the root)."""
     return name.rstrip(".").lower()
@@ -290,7 +295,7 @@ class Resolver:
     def _fill(self, reply: DNSRecord, qname, qtype: str) -> int:
         owner = qname
         for _ in range(MAX_CNAME_CHAIN):
-            key = normalise(str(owner))
+            key = normalise(wire_name(owner))
             if not self.zone.exists(key):
                 return RCODE.NXDOMAIN
             rrsets = self.zone.records.get(key, {})
@@ -343,7 +348,7 @@ class DnsServer:
     async def _respond(self, query: DNSRecord, transport: str) -> bytes | None:
         # Pin the zone for this query so a reload mid-delay cannot mix zones.
         resolver = self.resolver
-        name, qtype = normalise(str(query.q.qname)), qtype_name(query.q.qtype)
+        name, qtype = normalise(wire_name(query.q.qname)), qtype_name(query.q.qtype)
         self.log.write({"name": name, "type": qtype, "transport": transport, "t": time.monotonic()})
         fault = resolver.zone.fault_for(name, qtype)
         delay_ms = resolver.zone.delay_ms + fault.delay_ms

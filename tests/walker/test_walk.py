@@ -91,7 +91,7 @@ def test_only_pass_terms_are_whitelisted(walk):
 
 
 @pytest.mark.parametrize("term", ["exists:%{i}._spf.sender.test", "ptr", "ptr:sender.test",
-                                  "include:%{d}._spf.sender.test", "a:%{l}.sender.test"])
+                                  "include:%{i}._spf.sender.test", "a:%{l}.sender.test"])
 def test_terms_that_cannot_become_netblocks_are_reported(walk, term):
     report, _ = walk(zone({"sender.test": spf(f"v=spf1 ip4:192.0.2.0/24 {term} -all")}), ["sender.test"])
     root = report.roots["sender.test"]
@@ -99,6 +99,48 @@ def test_terms_that_cannot_become_netblocks_are_reported(walk, term):
     assert root.unresolvable == [f"sender.test > {term}"]
     assert any("static entries" in warning for warning in root.warnings)
     assert nets(root) == ["192.0.2.0/24"]
+
+
+def test_macros_that_do_not_depend_on_the_client_are_expanded(walk):
+    report, _ = walk(zone({
+        "m.test": spf("v=spf1 include:_spf.%{d} a:mx.%{o} -all"),
+        "_spf.m.test": spf("v=spf1 include:%{d2r}.rev.m.test -all"),
+        "m._spf.rev.m.test": spf("v=spf1 ip4:192.0.2.0/24 -all"),
+        "mx.m.test": {"A": ["198.51.100.1"]},
+    }), ["m.test"])
+    root = report.roots["m.test"]
+    assert root.status == OK, root.errors
+    assert nets(root) == ["192.0.2.0/24", "198.51.100.1/32"]
+    assert root.unresolvable == []
+
+
+def test_terms_after_all_are_never_reached(walk):
+    report, _ = walk(zone({"late.test": spf("v=spf1 ip4:192.0.2.1 -all ip4:198.51.100.0/24 include:gone.test")}),
+                     ["late.test"])
+    root = report.roots["late.test"]
+    assert (root.status, nets(root), root.dns_lookups) == (OK, ["192.0.2.1/32"], 0)
+
+
+def test_earlier_non_pass_addresses_are_cut_out_of_later_pass_networks(walk):
+    report, _ = walk(zone({
+        "cut.test": spf("v=spf1 -ip4:192.0.2.4 ~ip6:2001:db8::/33 ip4:192.0.2.0/29 include:inc.cut.test -all"),
+        "inc.cut.test": spf("v=spf1 ip6:2001:db8::/32 ip4:192.0.2.4/31 -all"),
+    }), ["cut.test"])
+    # 192.0.2.4 fails before any pass term can match it, in the record and in its include.
+    assert nets(report.roots["cut.test"]) == [
+        "192.0.2.0/30", "192.0.2.5/32", "192.0.2.6/31", "2001:db8:8000::/33"]
+
+
+def test_exists_with_a_fixed_name_is_looked_up_but_never_whitelisted(walk):
+    report, _ = walk(zone({
+        "ex.test": spf("v=spf1 exists:yes.ex.test ip4:192.0.2.1 -all"),
+        "yes.ex.test": {"A": ["127.0.0.2"]},
+        "err.test": spf("v=spf1 exists:broken.err.test -all"),
+        "broken.err.test": {},
+    }, faults={"broken.err.test": {"servfail": True}}), ["ex.test", "err.test"])
+    assert nets(report.roots["ex.test"]) == ["192.0.2.1/32"]
+    assert any("every client passes" in w for w in report.roots["ex.test"].warnings)
+    assert report.roots["err.test"].status == TEMPERROR
 
 
 # -- RFC 7208 accounting ---------------------------------------------------------------

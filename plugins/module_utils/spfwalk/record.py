@@ -17,8 +17,11 @@ MECHANISMS = (*DNS_MECHANISMS, "ip4", "ip6", "all")
 
 _VERSION = re.compile(r"^v=spf1(?: |$)", re.IGNORECASE)
 _MODIFIER_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$", re.IGNORECASE)
-# RFC 7208 7.1: %{letter digits r delimiters}, or the escapes %% %_ %-
-_MACRO = re.compile(r"%(?:\{[slodiphcrtv][0-9]*r?[.\-+,/_=]*\}|[%_-])", re.IGNORECASE)
+# RFC 7208 7.1: %{letter digits r delimiters}, or the escapes %% %_ %-. The letters c, r
+# and t are allowed only in explanation text (the TXT record exp= points to), never in a record.
+_MACRO = re.compile(r"%(?:\{[slodiphv][0-9]*r?[.\-+,/_=]*\}|[%_-])", re.IGNORECASE)
+# RFC 7208 3.1, 4.6.1: a record is US-ASCII terms (visible characters) separated by spaces.
+_NOT_RECORD_CHAR = re.compile(r"[^\x20-\x7e]")
 _CIDR4 = r"(?:/(0|[1-9][0-9]?))"
 _CIDR6 = r"(?:/(0|[1-9][0-9]{0,2}))"
 _DUAL_CIDR = re.compile(rf"^(.*?){_CIDR4}?(?:/{_CIDR6})?$")
@@ -59,9 +62,17 @@ class Record:
         return any(term.name == "all" for term in self.mechanisms)
 
     @property
+    def reachable(self) -> tuple[Term, ...]:
+        """The mechanisms SPF can evaluate: "all" always matches, so nothing after it is ever reached."""
+        for index, term in enumerate(self.mechanisms):
+            if term.name == "all":
+                return self.mechanisms[: index + 1]
+        return self.mechanisms
+
+    @property
     def dns_terms(self) -> int:
         """Terms that cost a DNS-querying lookup (RFC 7208 4.6.4)."""
-        count = sum(1 for term in self.mechanisms if term.name in DNS_MECHANISMS)
+        count = sum(1 for term in self.reachable if term.name in DNS_MECHANISMS)
         # RFC 7208 6.1: redirect is ignored when the record has an "all" mechanism.
         return count + (1 if self.redirect is not None and not self.has_all else 0)
 
@@ -75,6 +86,9 @@ def select_spf_record(txt_records: list[str] | tuple[str, ...]) -> str | None:
 
 
 def parse_record(text: str) -> Record:
+    bad = _NOT_RECORD_CHAR.search(text)
+    if bad:
+        raise SpfSyntaxError(f"character {bad.group()!r} is not allowed in an SPF record")
     mechanisms: list[Term] = []
     modifiers: dict[str, Term] = {}
     for word in text.split(" ")[1:]:
@@ -187,3 +201,41 @@ def _check_domain_spec(domain: str, word: str) -> None:
     labels = domain.rstrip(".").split(".")
     if len(labels) < 2 or not _TOPLABEL.match(labels[-1]):
         raise SpfSyntaxError(f"{domain!r} is not a fully qualified domain name in {word!r}")
+
+
+# Macro letters whose value does not depend on the client: d (the current domain) and
+# o (the sender's domain, i.e. the root being walked). All others (s, l, i, p, h, v) do.
+_CLIENT_FREE_LETTERS = "do"
+_MACRO_PARTS = re.compile(r"%\{([a-z])([0-9]*)(r?)([.\-+,/_=]*)\}|%([%_-])", re.IGNORECASE)
+_ESCAPES = {"%": "%", "_": " ", "-": "%20"}
+_MAX_DOMAIN_LENGTH = 253
+
+
+def expand_domain_spec(spec: str, domain: str, sender_domain: str) -> str | None:
+    """Expand a domain-spec's macros (RFC 7208 7.3, 7.4, 4.8), or None when the client decides them."""
+    unknown = False
+
+    def expand(match: re.Match) -> str:
+        nonlocal unknown
+        letter, digits, reverse, delimiters, escape = match.groups()
+        if escape:
+            return _ESCAPES[escape]
+        if letter.lower() not in _CLIENT_FREE_LETTERS:
+            unknown = True
+            return ""
+        value = domain if letter.lower() == "d" else sender_domain
+        parts = re.split("[" + re.escape(delimiters or ".") + "]", value)
+        if reverse:
+            parts.reverse()
+        if digits:
+            parts = parts[-int(digits):] if int(digits) else parts
+        return ".".join(parts)
+
+    expanded = _MACRO_PARTS.sub(expand, spec)
+    if unknown:
+        return None
+    expanded = expanded.rstrip(".")
+    # RFC 7208 4.8: an over-long result loses labels on the left until it fits.
+    while len(expanded) > _MAX_DOMAIN_LENGTH and "." in expanded:
+        expanded = expanded.split(".", 1)[1]
+    return expanded

@@ -7,9 +7,12 @@ the deepest chain rather than one per query. RFC 7208 accounting (10 DNS-queryin
 2 void lookups, loops, several records, missing include targets) is kept per root, even
 though the DNS answers are shared between roots.
 
-Differences from an SPF check (which evaluates one client address): a walker cannot
-expand macros, ``exists`` or ``ptr`` into networks, so it reports them as unresolvable;
-it evaluates every term rather than stopping at the first match; and it never turns
+Differences from an SPF check (which evaluates one client address): a walker cannot turn
+``ptr``, ``exists`` or macros built from the client (%{i}, %{s}, %{h}...) into networks, so
+it reports them as unresolvable; it walks every term rather than stopping at the first
+match, but it honours order where a list of networks can: terms after ``all`` are never
+reached, and the addresses of an earlier ``-ip4``/``~ip4``/``?ip4`` (or ip6) are cut out of
+the pass networks that follow it, in the record and in what it includes. It never turns
 ``+all`` into a whitelist entry.
 """
 
@@ -24,7 +27,7 @@ from . import model
 from .dns_client import DnsClient
 from .model import NONE, OK, PERMERROR, TEMPERROR, RootResult, WalkReport
 from .netblocks import collapse, parse_network
-from .record import PASS, MultipleRecordsError, SpfSyntaxError, parse_record, select_spf_record
+from .record import PASS, MultipleRecordsError, SpfSyntaxError, expand_domain_spec, parse_record, select_spf_record
 
 # Stops a hostile or broken tree (e.g. diamonds of includes) even when the RFC limits
 # are deliberately not enforced.
@@ -83,17 +86,20 @@ class _RootWalk:
         self.resolver = resolver
         self.options = options
         self.result = RootResult(self.domain)
-        self.found: list[tuple[model.Network, str]] = []
+        # (network, where it came from, non-pass networks SPF would match before it)
+        self.found: list[tuple[model.Network, str, tuple[model.Network, ...]]] = []
         self.temperrors: list[str] = []
         self.permerrors: list[str] = []
         self.no_record = False
 
     async def run(self) -> None:
-        await self._walk_record(self.domain, path=(self.domain,), chain=self.domain, collect=True)
+        await self._walk_record(self.domain, path=(self.domain,), chain=self.domain, collect=True, shadows=())
 
     # -- records ---------------------------------------------------------------
 
-    async def _walk_record(self, domain: str, path: tuple[str, ...], chain: str, collect: bool) -> None:
+    async def _walk_record(
+        self, domain: str, path: tuple[str, ...], chain: str, collect: bool, shadows: tuple
+    ) -> None:
         is_root = len(path) == 1
         answer = await self.resolver.lookup(domain, "TXT")
         if answer.failed:
@@ -119,54 +125,96 @@ class _RootWalk:
         if self.result.dns_lookups > HARD_LOOKUP_CAP:
             self.permerror(f"{chain}: more than {HARD_LOOKUP_CAP} DNS-querying terms, walk stopped")
             return
-        jobs = [self._walk_term(term, domain, path, chain, collect) for term in record.mechanisms]
+        jobs = []
+        for term in record.reachable:
+            jobs.append(self._walk_term(term, domain, path, chain, collect, shadows))
+            shadows = shadows + self._shadow_of(term)
         if record.redirect is not None and not record.has_all:
-            jobs.append(self._follow(record.redirect, path, chain, collect, "redirect="))
+            jobs.append(self._follow(record.redirect, domain, path, chain, collect, "redirect=", shadows))
         await asyncio.gather(*jobs)
 
-    async def _walk_term(self, term, domain: str, path: tuple[str, ...], chain: str, collect: bool) -> None:
+    @staticmethod
+    def _shadow_of(term) -> tuple:
+        """The networks a non-pass ip4/ip6 term matches first, so later pass terms lose them."""
+        if term.name not in ("ip4", "ip6") or term.qualifier == PASS:
+            return ()
+        try:
+            return (parse_network(term.network, term.cidr4 if term.name == "ip4" else term.cidr6)[0],)
+        except ValueError:
+            return ()  # reported as a permerror by _add_literal
+
+    async def _walk_term(
+        self, term, domain: str, path: tuple[str, ...], chain: str, collect: bool, shadows: tuple
+    ) -> None:
         # A term with a -, ~ or ? qualifier never passes, so its networks are not whitelisted;
         # it is still walked, because its errors are the record's errors.
         keep = collect and term.qualifier == PASS
         if term.name in ("ip4", "ip6"):
-            self._add_literal(term, chain, keep)
-        elif term.name == "all":
+            self._add_literal(term, chain, keep, shadows)
+            return
+        if term.name == "all":
             if keep:
                 self.warn(f"{chain}: '{term.text}' lets the whole Internet pass; not whitelisted")
-        elif term.name in ("ptr", "exists") or term.has_macro:
+            return
+        target = self._target(term, domain, path)
+        if term.name == "ptr" or target is None:
             if keep:
                 self.unresolvable(term, chain)
+        elif term.name == "exists":
+            await self._walk_exists(term, target, chain, keep)
         elif term.name == "include":
-            await self._follow(term, path, chain, keep, "include:")
+            await self._follow(term, domain, path, chain, keep, "include:", shadows)
         elif term.name == "a":
-            await self._walk_a(term, term.domain or domain, chain, keep)
+            await self._walk_a(term, target, chain, keep, shadows)
         elif term.name == "mx":
-            await self._walk_mx(term, term.domain or domain, chain, keep)
+            await self._walk_mx(term, target, chain, keep, shadows)
 
-    async def _follow(self, term, path: tuple[str, ...], chain: str, collect: bool, label: str) -> None:
-        if term.has_macro:
+    def _target(self, term, domain: str, path: tuple[str, ...]) -> str | None:
+        """The term's domain with client-free macros expanded; None when the client decides it."""
+        if term.domain is None:
+            return domain
+        if not term.has_macro:
+            return term.domain.lower().rstrip(".")
+        expanded = expand_domain_spec(term.domain, domain, path[0])
+        return expanded.lower() if expanded else None
+
+    async def _follow(
+        self, term, domain: str, path: tuple[str, ...], chain: str, collect: bool, label: str, shadows: tuple
+    ) -> None:
+        target = self._target(term, domain, path)
+        if target is None:
             if collect:
                 self.unresolvable(term, chain)
             return
-        target = term.domain.lower().rstrip(".")
         step = f"{chain} > {label}{target}"
         if target in path:
             self.permerror(f"{step}: loop back to {target}")
             return
-        await self._walk_record(target, (*path, target), step, collect)
+        await self._walk_record(target, (*path, target), step, collect, shadows)
 
     # -- address mechanisms ------------------------------------------------------
 
-    async def _walk_a(self, term, target: str, chain: str, keep: bool) -> None:
+    async def _walk_exists(self, term, target: str, chain: str, keep: bool) -> None:
+        """exists: with a fixed name matches every client or none: never a list of networks."""
+        where = f"{chain} > {term.text}"
+        answer = await self.resolver.lookup(target, "A")
+        if answer.failed:
+            self.temperror(f"{where}: {answer.detail}")
+        elif answer.void:
+            self._count_void(where)
+        elif keep:
+            self.warn(f"{where}: {target} exists, so every client passes; not whitelisted")
+
+    async def _walk_a(self, term, target: str, chain: str, keep: bool, shadows: tuple) -> None:
         addresses = await self._addresses(target, f"{chain} > {term.text}")
         if addresses is None:
             return
         if not addresses:
             self._count_void(f"{chain} > {term.text}")
         if keep:
-            self._add_addresses(addresses, term, f"{chain} > {term.text}")
+            self._add_addresses(addresses, term, f"{chain} > {term.text}", shadows)
 
-    async def _walk_mx(self, term, target: str, chain: str, keep: bool) -> None:
+    async def _walk_mx(self, term, target: str, chain: str, keep: bool, shadows: tuple) -> None:
         where = f"{chain} > {term.text}"
         answer = await self.resolver.lookup(target, "MX")
         if answer.failed:
@@ -184,7 +232,7 @@ class _RootWalk:
         )
         if keep:
             for addresses in per_host:
-                self._add_addresses(addresses or [], term, where)
+                self._add_addresses(addresses or [], term, where, shadows)
 
     async def _addresses(self, host: str, where: str) -> list[str] | None:
         """A and AAAA of a host; None (and a temperror) when either look-up failed."""
@@ -197,15 +245,15 @@ class _RootWalk:
             return None
         return [address for answer in answers for address in answer.records]
 
-    def _add_addresses(self, addresses: list[str], term, where: str) -> None:
+    def _add_addresses(self, addresses: list[str], term, where: str, shadows: tuple) -> None:
         for address in addresses:
             prefix = term.cidr6 if ":" in address else term.cidr4
             if prefix is None:
                 prefix = 128 if ":" in address else 32
             network, _host_bits = parse_network(address, prefix)
-            self.found.append((network, where))
+            self.found.append((network, where, shadows))
 
-    def _add_literal(self, term, chain: str, keep: bool) -> None:
+    def _add_literal(self, term, chain: str, keep: bool, shadows: tuple) -> None:
         prefix = term.cidr4 if term.name == "ip4" else term.cidr6
         try:
             network, host_bits = parse_network(term.network, prefix)
@@ -219,7 +267,7 @@ class _RootWalk:
             return
         if host_bits:
             self.warn(f"{chain}: '{term.text}' has host bits set; using {network}")
-        self.found.append((network, f"{chain} > {term.text}"))
+        self.found.append((network, f"{chain} > {term.text}", shadows))
 
     # -- accounting --------------------------------------------------------------
 
@@ -271,9 +319,29 @@ class _RootWalk:
             result.status = NONE
             result.errors = [f"{self.domain} publishes no SPF record"]
         if result.status == OK:
-            result.networks = collapse(network for network, _where in self.found)
-            result.provenance = _provenance(result.networks, self.found)
+            passing = [
+                (piece, where)
+                for network, where, shadows in self.found
+                for piece in _cut_out(network, shadows)
+            ]
+            result.networks = collapse(network for network, _where in passing)
+            result.provenance = _provenance(result.networks, passing)
         return result
+
+
+def _cut_out(network: model.Network, shadows: tuple) -> list[model.Network]:
+    """The parts of ``network`` that no earlier non-pass term matches first."""
+    pieces = [network]
+    for shadow in shadows:
+        if shadow.version != network.version:
+            continue
+        remaining = []
+        for piece in pieces:
+            if piece.subnet_of(shadow):
+                continue
+            remaining.extend(piece.address_exclude(shadow) if shadow.subnet_of(piece) else [piece])
+        pieces = remaining
+    return pieces
 
 
 def _provenance(
