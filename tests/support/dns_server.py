@@ -346,16 +346,22 @@ class DnsServer:
             return reply_skeleton(query, rcode=RCODE.SERVFAIL).pack()
 
     async def _respond(self, query: DNSRecord, transport: str) -> bytes | None:
+        received = asyncio.get_running_loop().time()
         # Pin the zone for this query so a reload mid-delay cannot mix zones.
         resolver = self.resolver
         name, qtype = normalise(wire_name(query.q.qname)), qtype_name(query.q.qtype)
         self.log.write({"name": name, "type": qtype, "transport": transport, "t": time.monotonic()})
         fault = resolver.zone.fault_for(name, qtype)
+        reply = None if fault.drop else self._reply(resolver, query, transport, fault)
+        # The reply is built first and the injected delay counts from the query's arrival,
+        # so an answer leaves delay_ms after its question, not delay_ms plus encoding time.
         delay_ms = resolver.zone.delay_ms + fault.delay_ms
         if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000)
-        if fault.drop:
-            return None
+            await asyncio.sleep(max(0.0, received + delay_ms / 1000 - asyncio.get_running_loop().time()))
+        return reply
+
+    @staticmethod
+    def _reply(resolver, query: DNSRecord, transport: str, fault) -> bytes:
         if fault.servfail:
             return reply_skeleton(query, rcode=RCODE.SERVFAIL).pack()
         if transport == "udp" and fault.truncate:

@@ -328,3 +328,16 @@ def test_provenance_names_the_include_chain(walk):
     assert report.roots["p.test"].provenance == {
         "192.0.2.0/24": ["p.test > redirect=_spf.p.test > include:_nb.p.test > ip4:192.0.2.0/24"],
     }
+
+
+def test_a_refusing_name_server_is_skipped_for_the_next_one(dns_server):
+    server = dns_server(zone({"ok.test": spf("v=spf1 ip4:192.0.2.1 -all")}))
+    # 127.0.0.2 is loopback too, but nothing listens on the lab port there: the kernel refuses.
+    options = WalkerOptions(nameservers=["127.0.0.2", server.address], port=server.port,
+                            query_lifetime=20.0, retry_interval=10.0)
+    report = walk_sync(["ok.test"], options)
+    assert nets(report.roots["ok.test"]) == ["192.0.2.1/32"]
+    assert report.elapsed < 5.0  # the refusal was not treated as silence (10 s retransmission timer)
+
+    alone = walk_sync(["ok.test"], WalkerOptions(nameservers=["127.0.0.2"], port=server.port))
+    assert alone.roots["ok.test"].status == TEMPERROR

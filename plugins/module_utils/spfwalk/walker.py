@@ -65,9 +65,10 @@ async def walk(domains: list[str], options: WalkerOptions | None = None, resolve
     for name, task in tasks.items():
         if task in pending:
             roots[name].temperror(f"walk deadline of {options.deadline:g} s exceeded")
+            roots[name].finished = None
     counters = getattr(client, "counters", None)
     return WalkReport(
-        roots={name: root.finish() for name, root in roots.items()},
+        roots={name: root.finished or root.finish() for name, root in roots.items()},
         queries_sent=counters.queries_sent if counters else 0,
         unique_questions=len(counters.questions) if counters else 0,
         elapsed=time.monotonic() - started,
@@ -91,9 +92,13 @@ class _RootWalk:
         self.temperrors: list[str] = []
         self.permerrors: list[str] = []
         self.no_record = False
+        self.finished: RootResult | None = None
 
     async def run(self) -> None:
         await self._walk_record(self.domain, path=(self.domain,), chain=self.domain, collect=True, shadows=())
+        # Collapse now, while other roots still wait for answers, rather than every root
+        # after the last answer of the walk.
+        self.finished = self.finish()
 
     # -- records ---------------------------------------------------------------
 
@@ -127,11 +132,25 @@ class _RootWalk:
             return
         jobs = []
         for term in record.reachable:
-            jobs.append(self._walk_term(term, domain, path, chain, collect, shadows))
+            # A term with a -, ~ or ? qualifier never passes, so its networks are not
+            # whitelisted; it is still walked, because its errors are the record's errors.
+            keep = collect and term.qualifier == PASS
+            if term.name in ("ip4", "ip6"):
+                self._add_literal(term, chain, keep, shadows)
+            elif term.name == "all":
+                if keep:
+                    self.warn(f"{chain}: '{term.text}' lets the whole Internet pass; not whitelisted")
+            else:
+                # Only terms that ask DNS become coroutines: every answer of a level waits
+                # behind the work the loop does for the others, so that work stays small.
+                jobs.append(self._walk_dns_term(term, domain, path, chain, keep, shadows))
             shadows = shadows + self._shadow_of(term)
         if record.redirect is not None and not record.has_all:
             jobs.append(self._follow(record.redirect, domain, path, chain, collect, "redirect=", shadows))
-        await asyncio.gather(*jobs)
+        if len(jobs) == 1:
+            await jobs[0]
+        elif jobs:
+            await asyncio.gather(*jobs)
 
     @staticmethod
     def _shadow_of(term) -> tuple:
@@ -143,19 +162,9 @@ class _RootWalk:
         except ValueError:
             return ()  # reported as a permerror by _add_literal
 
-    async def _walk_term(
-        self, term, domain: str, path: tuple[str, ...], chain: str, collect: bool, shadows: tuple
+    async def _walk_dns_term(
+        self, term, domain: str, path: tuple[str, ...], chain: str, keep: bool, shadows: tuple
     ) -> None:
-        # A term with a -, ~ or ? qualifier never passes, so its networks are not whitelisted;
-        # it is still walked, because its errors are the record's errors.
-        keep = collect and term.qualifier == PASS
-        if term.name in ("ip4", "ip6"):
-            self._add_literal(term, chain, keep, shadows)
-            return
-        if term.name == "all":
-            if keep:
-                self.warn(f"{chain}: '{term.text}' lets the whole Internet pass; not whitelisted")
-            return
         target = self._target(term, domain, path)
         if term.name == "ptr" or target is None:
             if keep:
