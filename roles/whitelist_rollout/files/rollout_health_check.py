@@ -1,0 +1,144 @@
+"""Health check of a mail host after a whitelist rollout, run on the host (python3 -c, stdlib only).
+
+Asks the running postgrey through Postfix's policy protocol (smtpd_access_policy): networks
+sampled from the installed whitelist must get DUNNO (whitelisted), an unknown client with a
+new triplet must get DEFER_IF_PERMIT (still greylisting). Then Postfix must greet with 220.
+Retries until --timeout while a reloaded postgrey comes back. Exit 0 healthy; 1 with the
+reason on stderr; the replies as JSON on stdout.
+"""
+
+import argparse
+import ipaddress
+import json
+import socket
+import sys
+import time
+import uuid
+
+
+def whitelisted_networks(path):
+    """The networks of a postgrey whitelist file (host names and regexes are not sampled)."""
+    networks = []
+    with open(path, encoding="latin-1") as handle:
+        for raw in handle:
+            text = raw.split("#", 1)[0].strip()
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                continue
+    return networks
+
+
+def sample(items, count):
+    """First, last and evenly spaced items in between."""
+    if len(items) <= count:
+        return list(items)
+    if count <= 1:
+        return items[:1]
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
+
+
+def host_port(text):
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def policy_action(service, client, timeout):
+    """postgrey's action for a new triplet from client (a sender never used before)."""
+    request = {
+        "request": "smtpd_access_policy",
+        "protocol_state": "RCPT",
+        "protocol_name": "ESMTP",
+        "client_address": str(client),
+        "client_name": "unknown",
+        "reverse_client_name": "unknown",
+        "helo_name": "rollout-check.invalid",
+        "sender": f"rollout-check-{uuid.uuid4().hex[:12]}@rollout-check.invalid",
+        "recipient": "postmaster-rollout-check@rollout-check.invalid",
+        "instance": uuid.uuid4().hex,
+    }
+    wire = "".join(f"{name}={value}\n" for name, value in request.items()) + "\n"
+    with socket.create_connection(host_port(service), timeout=timeout) as conn:
+        conn.sendall(wire.encode())
+        reply = b""
+        while not reply.endswith(b"\n\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    for line in reply.decode(errors="replace").splitlines():
+        if line.startswith("action="):
+            return line[len("action=") :]
+    raise OSError(f"no action in postgrey's reply {reply!r}")
+
+
+def smtp_banner(service, timeout):
+    with socket.create_connection(host_port(service), timeout=timeout) as conn:
+        conn.settimeout(timeout)
+        banner = conn.makefile("rb").readline().decode(errors="replace").strip()
+        conn.sendall(b"QUIT\r\n")
+    return banner
+
+
+def problems(args, networks):
+    """Every reason the host is not healthy (empty when it is), and the replies seen."""
+    found, replies = [], {}
+    for network in sample(networks, args.samples):
+        client = network.network_address
+        try:
+            action = policy_action(args.policy, client, args.io_timeout)
+        except OSError as exc:
+            return [f"postgrey's policy service {args.policy} does not answer: {exc}"], replies
+        replies[str(client)] = action
+        if action.split()[0] != "DUNNO":
+            found.append(f"postgrey answered {action!r} for {client} of the whitelisted {network}, not DUNNO")
+    try:
+        action = policy_action(args.policy, args.unknown_client, args.io_timeout)
+    except OSError as exc:
+        return [f"postgrey's policy service {args.policy} does not answer: {exc}"], replies
+    replies[args.unknown_client] = action
+    if not action.startswith("DEFER_IF_PERMIT"):
+        found.append(f"postgrey answered {action!r} for the unknown client {args.unknown_client}, not DEFER_IF_PERMIT")
+    try:
+        banner = smtp_banner(args.smtp, args.io_timeout)
+    except OSError as exc:
+        return [*found, f"Postfix does not answer on {args.smtp}: {exc}"], replies
+    replies["smtp"] = banner
+    if not banner.startswith("220"):
+        found.append(f"Postfix greets {banner!r} on {args.smtp}, not 220")
+    return found, replies
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--whitelist", required=True)
+    parser.add_argument("--policy", default="127.0.0.1:10023")
+    parser.add_argument("--smtp", default="127.0.0.1:25")
+    parser.add_argument("--unknown-client", default="192.0.2.1")
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--timeout", type=float, default=20.0)
+    parser.add_argument("--io-timeout", type=float, default=5.0)
+    args = parser.parse_args()
+    try:
+        networks = whitelisted_networks(args.whitelist)
+    except OSError as exc:
+        print(f"cannot read the installed whitelist: {exc}", file=sys.stderr)
+        return 1
+    if not networks:
+        print(f"{args.whitelist} holds no network", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.timeout
+    while True:
+        found, replies = problems(args, networks)
+        if not found or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    print(json.dumps({"healthy": not found, "replies": replies}))
+    if found:
+        print(f"unhealthy after {args.timeout:g} s: " + "; ".join(found), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
