@@ -93,22 +93,26 @@ class DnsClient:
         key = (name.lower().rstrip("."), rdtype)
         task = self._tasks.get(key)
         if task is None:
-            # Put the question on the wire now, in the caller's step: a new task would
-            # only start on the next loop iteration, after every other ready callback.
-            first = self._send_now(*key)
-            task = asyncio.ensure_future(self._resolve(*key, first=first))
+            task = self._start(*key)
             self._tasks[key] = task
             self.counters.questions.add(key)
         # shield: one caller being cancelled (deadline) must not cancel the others' answer
         return await asyncio.shield(task)
 
-    def _send_now(self, name: str, rdtype: str) -> _UdpExchange | None:
-        if self._in_flight >= self.max_in_flight or self._waiters:
-            return None
+    def _start(self, name: str, rdtype: str) -> asyncio.Future:
         try:
             qname = dns.name.from_text(name)
-        except dns.exception.DNSException:
-            return None  # _resolve reports it
+        except dns.exception.DNSException as exc:
+            invalid = asyncio.get_running_loop().create_future()
+            invalid.set_result(Answer(NXDOMAIN, detail=f"invalid name {name!r}: {exc}"))
+            return invalid
+        # Put the question on the wire now, in the caller's step: a new task would
+        # only start on the next loop iteration, after every other ready callback.
+        return asyncio.ensure_future(self._resolve(qname, rdtype, self._send_now(qname, rdtype)))
+
+    def _send_now(self, qname: dns.name.Name, rdtype: str) -> _UdpExchange | None:
+        if self._in_flight >= self.max_in_flight or self._waiters:
+            return None
         self._in_flight += 1
         try:
             exchange = _UdpExchange(qname, rdtype, self.nameservers[0], self.port)
@@ -139,11 +143,8 @@ class DnsClient:
                 return
         self._in_flight -= 1
 
-    async def _resolve(self, name: str, rdtype: str, first: _UdpExchange | None = None) -> Answer:
-        try:
-            qname = dns.name.from_text(name)
-        except dns.exception.DNSException as exc:
-            return Answer(NXDOMAIN, detail=f"invalid name {name!r}: {exc}")
+    async def _resolve(self, qname: dns.name.Name, rdtype: str, first: _UdpExchange | None) -> Answer:
+        name = qname
         for _hop in range(_MAX_CNAME_HOPS):
             response = await self._ask(qname, rdtype, first)
             first = None
