@@ -52,9 +52,9 @@ Semantics:
   size) is replaced by a TC reply, as a real server does, so large records
   exercise the client's TCP fallback.  The "truncate" fault forces that.
 * Faults apply to the exact name only.  "delay_ms" of a fault adds to the
-  global one.  Delays use asyncio.sleep so slow answers never hold up other
-  queries: concurrent queries are answered concurrently.  "drop" over TCP
-  keeps the connection open and silent.
+  global one.  Delays are timers counted from the query's arrival, so slow
+  answers never hold up other queries: concurrent queries are answered
+  concurrently.  "drop" over TCP keeps the connection open and silent.
 * Malformed packets get FORMERR when a header can be read, else are ignored.
 
 Query log: one JSON line per received query, written before any fault is
@@ -314,12 +314,21 @@ class Resolver:
 
 
 class DnsServer:
-    """Transport-independent query handling: log, faults, delay, answer."""
+    """Transport-independent query handling: log, faults, delay, answer.
+
+    The server is Python and the code under test is timed against it, so the work per
+    query is kept small: a query that was seen before (same bytes after the ID, same
+    transport, same zone) is answered from a cache of finished replies. A real server
+    answers in microseconds; without the cache a burst of questions queued behind each
+    other here and came back later than the injected delay says.
+    """
 
     def __init__(self, zone_path: Path, log: QueryLog):
         self.zone_path = zone_path
         self.log = log
         self.resolver = Resolver(load_zone(zone_path))
+        # (query bytes after the ID, transport) -> (name, qtype, reply after the ID or None, delay)
+        self._replies: dict[tuple[bytes, str], tuple[str, str, bytes | None, float]] = {}
 
     def reload(self) -> None:
         try:
@@ -327,38 +336,43 @@ class DnsServer:
         except Exception as exc:  # keep serving the old zone; tell the tester why
             self.log.write({"event": "reload_failed", "error": f"{type(exc).__name__}: {exc}"})
             return
+        self._replies = {}
         self.log.write({"event": "reloaded"})
 
-    async def handle(self, data: bytes, transport: str) -> bytes | None:
-        """The wire reply for one packet, or None to stay silent."""
-        try:
-            query = DNSRecord.parse(data)
-        except Exception:
-            return formerr_for(data)
-        if query.header.qr or len(query.questions) != 1:
-            return None if query.header.qr else formerr_for(data)
-        if query.header.opcode != OPCODE.QUERY:  # NOTIFY, UPDATE, ...: not ours to serve
-            return reply_skeleton(query, opcode=query.header.opcode, rcode=RCODE.NOTIMP).pack()
-        try:
-            return await self._respond(query, transport)
-        except Exception as exc:  # a bug here must cost one answer, not the server
-            print(f"dns_server: error answering {query.q.qname}: {exc!r}", file=sys.stderr)
-            return reply_skeleton(query, rcode=RCODE.SERVFAIL).pack()
+    def prepare(self, data: bytes, transport: str, received: float) -> tuple[bytes | None, float]:
+        """(wire reply or None to stay silent, loop time to send it at) for one packet.
 
-    async def _respond(self, query: DNSRecord, transport: str) -> bytes | None:
-        received = asyncio.get_running_loop().time()
-        # Pin the zone for this query so a reload mid-delay cannot mix zones.
+        ``received`` is the loop time the packet arrived: the injected delay counts from
+        there, and the reply is built before the delay, not after it.
+        """
+        cached = self._replies.get((data[2:], transport))
+        if cached is None:
+            try:
+                query = DNSRecord.parse(data)
+            except Exception:
+                return formerr_for(data), received
+            if query.header.qr or len(query.questions) != 1:
+                return (None if query.header.qr else formerr_for(data)), received
+            if query.header.opcode != OPCODE.QUERY:  # NOTIFY, UPDATE, ...: not ours to serve
+                return reply_skeleton(query, opcode=query.header.opcode, rcode=RCODE.NOTIMP).pack(), received
+            try:
+                cached = self._prepare_answer(query, transport)
+            except Exception as exc:  # a bug here must cost one answer, not the server
+                print(f"dns_server: error answering {query.q.qname}: {exc!r}", file=sys.stderr)
+                return reply_skeleton(query, rcode=RCODE.SERVFAIL).pack(), received
+            self._replies[(data[2:], transport)] = cached
+        name, qtype, reply_tail, delay_ms = cached
+        # Logged before any fault applies, so a dropped query is in the log too.
+        self.log.write({"name": name, "type": qtype, "transport": transport, "t": time.monotonic()})
+        reply = None if reply_tail is None else data[:2] + reply_tail
+        return reply, received + delay_ms / 1000
+
+    def _prepare_answer(self, query: DNSRecord, transport: str) -> tuple[str, str, bytes | None, float]:
         resolver = self.resolver
         name, qtype = normalise(wire_name(query.q.qname)), qtype_name(query.q.qtype)
-        self.log.write({"name": name, "type": qtype, "transport": transport, "t": time.monotonic()})
         fault = resolver.zone.fault_for(name, qtype)
         reply = None if fault.drop else self._reply(resolver, query, transport, fault)
-        # The reply is built first and the injected delay counts from the query's arrival,
-        # so an answer leaves delay_ms after its question, not delay_ms plus encoding time.
-        delay_ms = resolver.zone.delay_ms + fault.delay_ms
-        if delay_ms > 0:
-            await asyncio.sleep(max(0.0, received + delay_ms / 1000 - asyncio.get_running_loop().time()))
-        return reply
+        return name, qtype, None if reply is None else reply[2:], resolver.zone.delay_ms + fault.delay_ms
 
     @staticmethod
     def _reply(resolver, query: DNSRecord, transport: str, fault) -> bytes:
@@ -376,20 +390,24 @@ class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer):
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
-        self.tasks: set[asyncio.Task] = set()  # strong refs: the loop only keeps weak ones
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        # One task per datagram so a delayed answer never blocks the next query.
-        task = asyncio.get_running_loop().create_task(self._answer(data, addr))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        loop = asyncio.get_running_loop()
+        reply, send_at = self.server.prepare(data, "udp", loop.time())
+        if reply is None:
+            return
+        # A timer, not a task per datagram: cheaper, and a delayed answer never holds up
+        # the next query.
+        if send_at > loop.time():
+            loop.call_at(send_at, self._send, reply, addr)
+        else:
+            self._send(reply, addr)
 
-    async def _answer(self, data: bytes, addr) -> None:
-        reply = await self.server.handle(data, "udp")
-        if reply is not None and self.transport is not None and not self.transport.is_closing():
+    def _send(self, reply: bytes, addr) -> None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 
 
@@ -421,7 +439,8 @@ class TcpConnection:
         self.open_connections.add(self)
         try:
             while (data := await self._read_message()) is not None:
-                task = asyncio.get_running_loop().create_task(self._answer(data))
+                loop = asyncio.get_running_loop()
+                task = loop.create_task(self._answer(data, loop.time()))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
         finally:
@@ -438,8 +457,11 @@ class TcpConnection:
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             return None
 
-    async def _answer(self, data: bytes) -> None:
-        reply = await self.server.handle(data, "tcp")
+    async def _answer(self, data: bytes, received: float) -> None:
+        reply, send_at = self.server.prepare(data, "tcp", received)
+        loop = asyncio.get_running_loop()
+        if send_at > loop.time():
+            await asyncio.sleep(send_at - loop.time())
         if reply is None:
             return  # "drop": stay silent and keep the connection, like a stuck server
         # The lock keeps length prefix + message of concurrent replies contiguous.

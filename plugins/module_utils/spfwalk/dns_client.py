@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import secrets
 import socket
 import struct
 import time
 from dataclasses import dataclass, field
 
-import dns.asyncquery
 import dns.exception
-import dns.flags
-import dns.inet
-import dns.message
 import dns.name
-import dns.query
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
 import dns.resolver
+
+from . import dns_wire
 
 # Answer statuses. NXDOMAIN and NODATA are "void" answers in RFC 7208 terms; SERVFAIL and
 # TIMEOUT make the term a temperror.
@@ -38,8 +33,6 @@ TIMEOUT = "timeout"
 
 # Follow at most this many CNAMEs when the server did not chase the chain itself.
 _MAX_CNAME_HOPS = 8
-# Large enough for the biggest provider TXT sets; smaller than typical path MTU trouble.
-_EDNS_PAYLOAD = 1232
 
 
 @dataclass(frozen=True)
@@ -90,32 +83,44 @@ class DnsClient:
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
     async def lookup(self, name: str, rdtype: str) -> Answer:
+        # shield: one caller being cancelled (deadline) must not cancel the others' answer
+        return await asyncio.shield(self._task_for(name, rdtype))
+
+    def prefetch(self, name: str, rdtype: str) -> None:
+        """Put the question on the wire now; a later lookup() of it awaits that answer.
+
+        The walker calls this for every question a record leads to as soon as the record
+        is parsed, before it does the CPU work of the record's other terms: the answers
+        of one level arrive together, and each question sent late delays its subtree.
+        """
+        self._task_for(name, rdtype)
+
+    def _task_for(self, name: str, rdtype: str) -> asyncio.Future:
         key = (name.lower().rstrip("."), rdtype)
         task = self._tasks.get(key)
         if task is None:
             task = self._start(*key)
             self._tasks[key] = task
             self.counters.questions.add(key)
-        # shield: one caller being cancelled (deadline) must not cancel the others' answer
-        return await asyncio.shield(task)
+        return task
 
     def _start(self, name: str, rdtype: str) -> asyncio.Future:
         try:
-            qname = dns.name.from_text(name)
+            question = _Question(dns.name.from_text(name).to_wire(), dns_wire.TYPES[rdtype], rdtype)
         except dns.exception.DNSException as exc:
             invalid = asyncio.get_running_loop().create_future()
             invalid.set_result(Answer(NXDOMAIN, detail=f"invalid name {name!r}: {exc}"))
             return invalid
         # Put the question on the wire now, in the caller's step: a new task would
         # only start on the next loop iteration, after every other ready callback.
-        return asyncio.ensure_future(self._resolve(qname, rdtype, self._send_now(qname, rdtype)))
+        return asyncio.ensure_future(self._resolve(question, self._send_now(question)))
 
-    def _send_now(self, qname: dns.name.Name, rdtype: str) -> _UdpExchange | None:
+    def _send_now(self, question: _Question) -> _UdpExchange | None:
         if self._in_flight >= self.max_in_flight or self._waiters:
             return None
         self._in_flight += 1
         try:
-            exchange = _UdpExchange(qname, rdtype, self.nameservers[0], self.port)
+            exchange = _UdpExchange(question, self.nameservers[0], self.port)
         except OSError:
             self._release_slot()
             return None  # _resolve retries it the normal way and reports the error
@@ -143,20 +148,21 @@ class DnsClient:
                 return
         self._in_flight -= 1
 
-    async def _resolve(self, qname: dns.name.Name, rdtype: str, first: _UdpExchange | None) -> Answer:
-        name = qname
+    async def _resolve(self, question: _Question, first: _UdpExchange | None) -> Answer:
+        asked = question
         for _hop in range(_MAX_CNAME_HOPS):
-            response = await self._ask(qname, rdtype, first)
+            reply = await self._ask(question, first)
             first = None
-            if isinstance(response, Answer):
-                return response
-            answer, cname_target = _read_response(response, qname, rdtype)
+            if isinstance(reply, Answer):
+                return reply
+            answer, cname_target = _read_reply(reply, question)
             if answer is not None:
                 return answer
-            qname = cname_target
-        return Answer(SERVFAIL, detail=f"CNAME chain from {name} longer than {_MAX_CNAME_HOPS}")
+            question = _Question(b"".join(bytes([len(label)]) + label for label in cname_target) + b"\0",
+                                 question.rdtype, question.type_name, cname_target)
+        return Answer(SERVFAIL, detail=f"CNAME chain from {asked} longer than {_MAX_CNAME_HOPS}")
 
-    async def _ask(self, qname: dns.name.Name, rdtype: str, first: _UdpExchange | None = None):
+    async def _ask(self, question: _Question, first: _UdpExchange | None = None) -> dns_wire.Reply | Answer:
         """Send the question until a reply or the query lifetime ends; retransmit on silence."""
         if first is None:
             await self._take_slot()
@@ -173,25 +179,45 @@ class DnsClient:
                         exchange, first = first, None
                     else:
                         self.counters.queries_sent += 1
-                        exchange = _UdpExchange(qname, rdtype, server, self.port)
-                    response = await exchange.wait(timeout)
-                    if response.flags & dns.flags.TC:
-                        query = dns.message.make_query(qname, rdtype, use_edns=0, payload=_EDNS_PAYLOAD)
-                        response = await dns.asyncquery.tcp(query, server, timeout=timeout, port=self.port)
-                    return response
+                        exchange = _UdpExchange(question, server, self.port)
+                    reply = await exchange.wait(timeout)
+                    if reply.truncated:
+                        reply = await _ask_tcp(question, server, self.port, timeout)
+                    return reply
                 except dns.exception.Timeout:
                     continue
                 except OSError as exc:
                     # Nothing listens there (ICMP refused): the next server may answer.
                     if attempt >= len(self.nameservers):
-                        return Answer(SERVFAIL, detail=f"{qname} {rdtype}: {exc}")
+                        return Answer(SERVFAIL, detail=f"{question} {question.type_name}: {exc}")
                 except dns.exception.DNSException as exc:
-                    return Answer(SERVFAIL, detail=f"{qname} {rdtype}: {exc}")
-            return Answer(TIMEOUT, detail=f"{qname} {rdtype}: no reply within {self.query_lifetime:g} s")
+                    return Answer(SERVFAIL, detail=f"{question} {question.type_name}: {exc}")
+            return Answer(TIMEOUT, detail=f"{question} {question.type_name}: no reply within "
+                                         f"{self.query_lifetime:g} s")
         finally:
             if first is not None:
                 first.close()
             self._release_slot()
+
+
+@dataclass(frozen=True)
+class _Question:
+    """One question as it goes on the wire, and the labels its reply must echo."""
+
+    qname_wire: bytes
+    rdtype: int
+    type_name: str
+    labels: dns_wire.Labels = ()
+
+    def __post_init__(self):
+        if not self.labels:
+            object.__setattr__(self, "labels", dns_wire.labels_of(self.qname_wire))
+
+    def wire(self, query_id: int) -> bytes:
+        return dns_wire.query_wire(query_id, self.qname_wire, self.rdtype)
+
+    def __str__(self) -> str:
+        return dns_wire.name_text(self.labels)
 
 
 class _UdpExchange:
@@ -200,13 +226,12 @@ class _UdpExchange:
     What dns.asyncquery.udp does -- a random ID and source port per question, replies
     from elsewhere dropped (connected socket), only the answer to this question accepted
     -- without create_datagram_endpoint, an asyncio.Queue and wait_for's task per
-    question, and with the query rendered by hand (a fixed, tiny format).
+    question, and with the query rendered and the reply read by dns_wire.
     """
 
-    def __init__(self, qname: dns.name.Name, rdtype: str, server: str, port: int):
+    def __init__(self, question: _Question, server: str, port: int):
         self.loop = asyncio.get_running_loop()
-        self.qname = qname
-        self.rdtype = dns.rdatatype.from_text(rdtype)
+        self.question = question
         self.id = secrets.randbits(16)
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -215,7 +240,7 @@ class _UdpExchange:
             self.sock.setblocking(False)
             self.sock.connect((server, port))
             self.loop.add_reader(self.sock.fileno(), self._on_readable)
-            self.sock.send(_query_wire(self.id, qname, self.rdtype))
+            self.sock.send(question.wire(self.id))
         except BaseException:
             self.close()
             raise
@@ -231,29 +256,17 @@ class _UdpExchange:
         if self.future.done():
             return
         try:
-            response = dns.message.from_wire(data)
-        except Exception as exc:  # a malformed reply is an error, as in dnspython
+            reply = dns_wire.parse_reply(data, self.id, self.question.labels, self.question.rdtype)
+        except dns.exception.DNSException as exc:  # malformed, or not an answer to us
             self._settle(exc)
             return
-        if self._answers_us(response):
-            self.future.set_result(response)
-        else:
-            self._settle(dns.query.BadResponse())
-
-    def _answers_us(self, response: dns.message.Message) -> bool:
-        # dns.message.Message.is_response, for the query we rendered ourselves
-        if response.id != self.id or not response.flags & dns.flags.QR or response.opcode() != 0:
-            return False
-        if len(response.question) != 1:
-            return False
-        rrset = response.question[0]
-        return rrset.name == self.qname and rrset.rdtype == self.rdtype and rrset.rdclass == 1
+        self.future.set_result(reply)
 
     def _settle(self, exc: BaseException) -> None:
         if not self.future.done():
             self.future.set_exception(exc)
 
-    async def wait(self, timeout: float) -> dns.message.Message:
+    async def wait(self, timeout: float) -> dns_wire.Reply:
         try:
             async with asyncio.timeout(timeout):
                 return await self.future
@@ -268,44 +281,53 @@ class _UdpExchange:
             self.sock.close()
 
 
-_OPT = struct.pack("!BHHIH", 0, 41, _EDNS_PAYLOAD, 0, 0)  # root owner, OPT, payload size, no flags
+async def _ask_tcp(question: _Question, server: str, port: int, timeout: float) -> dns_wire.Reply:
+    """The same question over TCP, after a truncated UDP reply (RFC 7766)."""
+    query_id = secrets.randbits(16)
+    wire = question.wire(query_id)
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(server, port)
+            try:
+                writer.write(struct.pack("!H", len(wire)) + wire)
+                await writer.drain()
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                data = await reader.readexactly(length)
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        raise dns.exception.Timeout(timeout=timeout) from None
+    except asyncio.IncompleteReadError:
+        raise dns_wire.MalformedReply("TCP connection closed before the whole reply") from None
+    return dns_wire.parse_reply(data, query_id, question.labels, question.rdtype)
 
 
-def _query_wire(query_id: int, qname: dns.name.Name, rdtype: int) -> bytes:
-    # Header: ID, RD, one question, one additional (the EDNS OPT record).
-    return (struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 1) + qname.to_wire()
-            + struct.pack("!HH", rdtype, 1) + _OPT)
-
-
-def _read_response(response: dns.message.Message, qname: dns.name.Name, rdtype: str):
-    """Return (Answer, None) when the response settles the question, else (None, cname_target)."""
-    rcode = response.rcode()
-    if rcode == dns.rcode.NXDOMAIN:
-        return Answer(NXDOMAIN, detail=f"{qname} {rdtype}: NXDOMAIN"), None
-    if rcode != dns.rcode.NOERROR:
-        return Answer(SERVFAIL, detail=f"{qname} {rdtype}: {dns.rcode.to_text(rcode)}"), None
-    wanted = dns.rdatatype.from_text(rdtype)
-    owner = qname
+def _read_reply(reply: dns_wire.Reply, question: _Question):
+    """Return (Answer, None) when the reply settles the question, else (None, cname_target)."""
+    asked = f"{question} {question.type_name}"
+    if reply.rcode == dns_wire.NXDOMAIN:
+        return Answer(NXDOMAIN, detail=f"{asked}: NXDOMAIN"), None
+    if reply.rcode != dns_wire.NOERROR:
+        return Answer(SERVFAIL, detail=f"{asked}: {dns_wire.RCODE_NAMES.get(reply.rcode, reply.rcode)}"), None
+    owner = question.labels
     # Walk the CNAME chain the server gave us, then take the records at its end.
     for _hop in range(_MAX_CNAME_HOPS):
-        rrset = response.get_rrset(response.answer, owner, dns.rdataclass.IN, wanted)
-        if rrset is not None:
-            return Answer(FOUND, tuple(_rdata_value(rdata, rdtype) for rdata in rrset)), None
-        cname = response.get_rrset(
-            response.answer, owner, dns.rdataclass.IN, dns.rdatatype.CNAME
-        )
-        if cname is None:
+        records = reply.records(owner, question.rdtype)
+        if records:
+            return Answer(FOUND, tuple(_record_value(value, question.rdtype) for value in records)), None
+        cnames = reply.records(owner, dns_wire.CNAME)
+        if not cnames:
             break
-        owner = cname[0].target
-    if owner != qname:
+        owner = cnames[0]
+    if owner != question.labels:
         return None, owner  # the chain leaves the server's data: ask for its target
-    return Answer(NODATA, detail=f"{qname} {rdtype}: no records"), None
+    return Answer(NODATA, detail=f"{asked}: no records"), None
 
 
-def _rdata_value(rdata, rdtype: str):
-    if rdtype == "TXT":
-        # One TXT record may be split into several character-strings: RFC 7208 3.3 joins them.
-        return b"".join(rdata.strings).decode("utf-8", errors="replace")
-    if rdtype == "MX":
-        return (rdata.preference, rdata.exchange.to_text(omit_final_dot=True).lower())
-    return rdata.to_text()
+def _record_value(value, rdtype: int):
+    if rdtype == dns_wire.MX:
+        preference, exchange = value
+        return preference, dns_wire.name_text(exchange)
+    return value

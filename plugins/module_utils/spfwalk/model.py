@@ -73,6 +73,12 @@ class WalkReport:
     unique_questions: int = 0
     elapsed: float = 0.0
 
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio.run() renders the walk's result when it restores the
+        # SIGINT handler, and the default repr of every network of every root costs ms.
+        statuses = ", ".join(f"{name}: {root.status}" for name, root in self.roots.items())
+        return f"WalkReport({statuses}; {self.queries_sent} queries, {self.elapsed:.3f} s)"
+
     def as_dict(self) -> dict:
         return {
             "roots": {name: root.as_dict() for name, root in self.roots.items()},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 
 from .model import Network
@@ -18,12 +19,34 @@ def parse_network(text: str, default_prefix: int | None = None) -> tuple[Network
     """
     if default_prefix is not None and "/" not in text:
         text = f"{text}/{default_prefix}"
-    strict = ipaddress.ip_network(text, strict=False)
+    parsed = _parse_plain(text)
+    if parsed is not None:
+        return parsed
+    # Everything else (netmask or scoped forms, and every invalid entry, for its message).
+    interface = ipaddress.ip_interface(text)
+    network = interface.network
+    return network, interface.ip != network.network_address
+
+
+def _parse_plain(text: str) -> tuple[Network, bool] | None:
+    """ADDRESS or ADDRESS/LENGTH, the form of every SPF ip4/ip6 term; None for anything else.
+
+    The walker parses every netblock of every record, and ipaddress's string parser is
+    slow; inet_pton is at least as strict (no leading zeros, no scope, no spaces).
+    """
+    address, slash, length = text.partition("/")
+    family, network_class = (socket.AF_INET6, ipaddress.IPv6Network) if ":" in address else (
+        socket.AF_INET, ipaddress.IPv4Network)
+    bits = 128 if family == socket.AF_INET6 else 32
+    if slash and not (length.isascii() and length.isdigit() and len(length) <= 3 and int(length) <= bits):
+        return None
+    prefix = int(length) if slash else bits
     try:
-        ipaddress.ip_network(text, strict=True)
-        return strict, False
-    except ValueError:
-        return strict, True
+        value = int.from_bytes(socket.inet_pton(family, address), "big")
+    except OSError:
+        return None
+    host_mask = (1 << (bits - prefix)) - 1
+    return network_class((value & ~host_mask, prefix)), bool(value & host_mask)
 
 
 def collapse(networks: Iterable[Network]) -> list[Network]:

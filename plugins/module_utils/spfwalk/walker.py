@@ -130,6 +130,7 @@ class _RootWalk:
         if self.result.dns_lookups > HARD_LOOKUP_CAP:
             self.permerror(f"{chain}: more than {HARD_LOOKUP_CAP} DNS-querying terms, walk stopped")
             return
+        self._prefetch(record, domain, path)
         jobs = []
         for term in record.reachable:
             # A term with a -, ~ or ? qualifier never passes, so its networks are not
@@ -151,6 +152,35 @@ class _RootWalk:
             await jobs[0]
         elif jobs:
             await asyncio.gather(*jobs)
+
+    def _prefetch(self, record, domain: str, path: tuple[str, ...]) -> None:
+        """Send the first question of every DNS term now, before the literals are parsed.
+
+        Exactly the questions the term coroutines below will ask first, no more: the
+        query count must stay one per unique (name, type).
+        """
+        prefetch = getattr(self.resolver, "prefetch", None)
+        if prefetch is None:  # a resolver without it (test fakes) is simply asked later
+            return
+        terms = list(record.reachable)
+        if record.redirect is not None and not record.has_all:
+            terms.append(record.redirect)
+        for term in terms:
+            if term.name in ("ip4", "ip6", "all", "ptr"):
+                continue
+            target = self._target(term, domain, path)
+            if target is None:
+                continue
+            if term.name in ("include", "redirect"):
+                if target not in path:
+                    prefetch(target, "TXT")
+            elif term.name == "a":
+                prefetch(target, "A")
+                prefetch(target, "AAAA")
+            elif term.name == "mx":
+                prefetch(target, "MX")
+            elif term.name == "exists":
+                prefetch(target, "A")
 
     @staticmethod
     def _shadow_of(term) -> tuple:
@@ -358,8 +388,7 @@ def _provenance(
 ) -> dict[str, list[str]]:
     """Map each collapsed network to the include chains of the netblocks it was built from."""
     starts = [(network.version, int(network.network_address)) for network in networks]
-    provenance: dict[str, set[str]] = {str(network): set() for network in networks}
+    chains: list[set[str]] = [set() for _network in networks]
     for network, where in found:
-        index = bisect.bisect_right(starts, (network.version, int(network.network_address))) - 1
-        provenance[str(networks[index])].add(where)
-    return {key: sorted(chains) for key, chains in provenance.items()}
+        chains[bisect.bisect_right(starts, (network.version, int(network.network_address))) - 1].add(where)
+    return {str(network): sorted(wheres) for network, wheres in zip(networks, chains, strict=True)}
