@@ -134,6 +134,7 @@ def role_vars(address: str) -> dict:
         "postfix_rbl_sites": [f"{DNSBL}=127.0.0.[2..11]"],
         # Policy daemons are benchmarked separately (postgrey_bench.py); nothing to spawn either.
         "postfix_policy_services": [],
+        "postfix_greylist_policy_service": "",
         "postfix_master_services": [],
         # The load generator's address is exempt from anvil's limits (100 messages/min otherwise).
         "postfix_rate_limit_exceptions": ["$mynetworks", f"{address}/32"],

@@ -96,6 +96,13 @@ options:
         use C(permit) for C(postscreen_access_list).
     type: str
     default: OK
+  sqlgrey_cidr:
+    description:
+      - In the C(sqlgrey) format, write networks as CIDR (IPv4 and IPv6), which sqlgrey 1.7.7 and
+        later read (Debian 12 ships 1.8.0). C(false) expands IPv4 networks into the class C prefixes
+        and addresses every sqlgrey release reads, and leaves IPv6 out.
+    type: bool
+    default: true
 notes:
   - Supports check mode and diff mode.
 """
@@ -187,6 +194,7 @@ def run_module() -> None:
             max_shrink=dict(type="float", default=0.25),
             force=dict(type="bool", default=False),
             cidr_action=dict(type="str", default="OK"),
+            sqlgrey_cidr=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -219,6 +227,7 @@ def run_module() -> None:
         plan = plan_update(
             report, params["format"], static, dest, state_path,
             max_shrink=params["max_shrink"], force=params["force"], cidr_action=params["cidr_action"],
+            sqlgrey_cidr=params["sqlgrey_cidr"],
         )
     except (OutputError, OSError, ValueError) as exc:
         module.fail_json(msg=str(exc), roots=_roots(report), **walk_facts)

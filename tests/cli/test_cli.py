@@ -110,11 +110,12 @@ def test_dry_run_reports_a_change_without_writing(server, tmp_path):
 @pytest.mark.parametrize(("fmt", "expected"), [
     ("cidr", "192.0.2.0/24\tOK"),
     ("exim", "192.0.2.0/24"),
-    ("sqlgrey", "192.0.2"),
+    ("sqlgrey", "192.0.2.0/24"),
+    ("sqlgrey --no-sqlgrey-cidr", "192.0.2"),
     ("spamd", "2001:db8::/32"),
 ])
 def test_every_format_is_available_on_stdout(server, fmt, expected):
-    result = run_cli(server, "--format", fmt)
+    result = run_cli(server, "--format", *fmt.split())
     assert result.returncode == cli.EXIT_UNCHANGED, result.stderr
     assert expected in result.stdout.splitlines()
 

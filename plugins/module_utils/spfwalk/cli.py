@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deadline", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument("--max-in-flight", type=int, default=32, metavar="N")
     parser.add_argument("--cidr-action", default="OK", help="action word of the cidr format (default: OK)")
+    parser.add_argument("--sqlgrey-cidr", action=argparse.BooleanOptionalAction, default=True,
+                        help="sqlgrey format: CIDR lines, as sqlgrey >= 1.7.7 reads them (default); "
+                             "--no-sqlgrey-cidr expands IPv4 into class C prefixes and addresses")
     parser.add_argument("--report", metavar="FILE", help="write the walk report as JSON ('-' for stderr)")
     parser.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
     parser.add_argument("--quiet", "-q", action="store_true", help="print errors only")
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     state = args.state or (default_state_path(args.output) if args.output else None)
     try:
         plan = plan_update(report, args.format, static, args.output, state,
-                           max_shrink=args.max_shrink, force=args.force, cidr_action=args.cidr_action)
+                           max_shrink=args.max_shrink, force=args.force, cidr_action=args.cidr_action,
+                           sqlgrey_cidr=args.sqlgrey_cidr)
     except (OutputError, OSError, ValueError) as exc:
         return _fail(str(exc))
     if plan.refused:
