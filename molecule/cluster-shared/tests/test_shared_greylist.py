@@ -9,6 +9,10 @@ run in file order; the last one stops and restarts the database.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +25,6 @@ PROJECT = Path(__file__).resolve().parents[3]
 LAB = yaml.safe_load((PROJECT / "molecule/resources/lab.yml").read_text())
 ADDRESSES = {"mx1": LAB["lab_mx_address"], **LAB["lab_cluster_mx"]}
 CLIENT = "legit-mta"
-HELO = LAB["lab_clients"][CLIENT]["helo"]
 RCPT = "alice@lab.test"
 # inventories/lab/group_vars/all: the delay every backend uses in the lab.
 DELAY = yaml.safe_load((PROJECT / "inventories/lab/group_vars/all/lab.yml").read_text())["mailguard_greylist_delay"]
@@ -31,15 +34,15 @@ def host(name: str):
     return testinfra.get_host(f"docker://{name}")
 
 
-def new_sender(tag: str) -> str:
-    return f"{tag}-{uuid.uuid4().hex[:12]}@legit.test"
+def new_sender(tag: str, domain: str = "legit.test") -> str:
+    return f"{tag}-{uuid.uuid4().hex[:12]}@{domain}"
 
 
-def send(mx: str, sender: str, rcpt: str = RCPT) -> dict:
-    """One SMTP dialogue from legit-mta to mx; returns {verb: (code, text)} of the last replies."""
-    argv = ["timeout", "60", "smtp-probe", "--server", ADDRESSES[mx], "--ehlo", HELO,
+def send(mx: str, sender: str, rcpt: str = RCPT, client: str = CLIENT) -> dict:
+    """One SMTP dialogue from client to mx; returns {verb: (code, text)} of the last replies."""
+    argv = ["timeout", "60", "smtp-probe", "--server", ADDRESSES[mx], "--ehlo", LAB["lab_clients"][client]["helo"],
             "--from", sender, "--to", rcpt, "--data"]
-    done = host(CLIENT).run(" ".join(["%s"] * len(argv)), *argv)
+    done = host(client).run(" ".join(["%s"] * len(argv)), *argv)
     assert done.rc == 0, f"smtp-probe to {mx} failed: {done.stdout} {done.stderr}"
     steps = json.loads(done.stdout)["steps"]
     replies = {step["command"].split()[0].split(":")[0].upper(): (step["code"], step["text"]) for step in steps}
@@ -124,6 +127,47 @@ def test_postgrey_retry_on_the_other_mx_is_deferred_again():
     # The same retry to the MX that saw the first attempt passes.
     back = send("mx3", sender)
     assert accepted(back), f"the retry on mx3 after the delay should be accepted: {back}"
+
+
+def test_provider_pool_whitelist_reaches_sqlgrey():
+    """The same whitelist input as postgrey: the resolver's sqlgrey output, from bigpool.test's SPF."""
+    installed = host("mx1").check_output("cat /etc/sqlgrey/clients_ip_whitelist.local")
+    assert "172.30.53.96/29" in installed.splitlines(), installed
+    for mx in ("mx1", "mx2"):
+        replies = send(mx, new_sender("pool", "bigpool.test"), client="pool-a")
+        assert accepted(replies), f"pool-a is whitelisted and should be accepted at once on {mx}: {replies}"
+
+
+def test_a_stopped_sqlgrey_costs_greylisting_not_mail():
+    """postfix_greylist_default_action DUNNO (the sqlgrey default): no answer means accept."""
+    host("mx1").check_output("systemctl stop sqlgrey")
+    try:
+        sender = new_sender("nosqlgrey")
+        replies = send("mx1", sender)
+    finally:
+        host("mx1").check_output("systemctl start sqlgrey")
+    assert accepted(replies), f"with sqlgrey stopped mx1 should accept: {replies}"
+    assert delivered("mx1", sender)
+    host("mx1").check_output("timeout 30 sh -c 'until ss -ltn | grep -q 127.0.0.1:2501; do sleep 0.5; done'")
+
+
+def test_whitelist_rollout_checks_hosts_of_both_backends():
+    """whitelist.yml on the mixed cluster: each host gets its backend's file and health check."""
+    env = {key: value for key, value in os.environ.items() if key != "ANSIBLE_CONFIG"}
+    env.update(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    inventory = f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/inventory"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, "whitelist.yml"],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stdout + done.stderr
+    checks = [block for block in done.stdout.split("\nTASK [")
+              if block.startswith("whitelist_rollout : Ask the greylist")]
+    for mx in ADDRESSES:
+        # Nothing changed since site.yml installed the same files; every host was checked.
+        assert re.search(rf"^{mx}\s+:\s+ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", done.stdout, re.M), mx
+        assert any(f"ok: [{mx}]" in block for block in checks), f"the health check did not pass on {mx}"
 
 
 def test_postmaster_is_never_greylisted():

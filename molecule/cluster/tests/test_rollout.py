@@ -41,8 +41,8 @@ POOL = "pool-a"
 RCPT = "alice@lab.test"
 
 INSTALL_TASK = "whitelist_rollout : Install the controller's whitelist"
-CHECK_TASK = "whitelist_rollout : Ask postgrey (policy protocol) and Postfix (SMTP)"
-RELOAD_HANDLER = "whitelist_rollout : Reload postgrey"
+CHECK_TASK = "whitelist_rollout : Ask the greylist (policy protocol) and Postfix (SMTP)"
+RELOAD_HANDLER = "whitelist_rollout : Reload the greylist daemon"
 
 
 def host(name: str):

@@ -1,9 +1,11 @@
 """Health check of a mail host after a whitelist rollout, run on the host (python3 -c, stdlib only).
 
-Asks the running postgrey through Postfix's policy protocol (smtpd_access_policy): networks
-sampled from the installed whitelist must get DUNNO (whitelisted), an unknown client with a
-new triplet must get DEFER_IF_PERMIT (still greylisting). Then Postfix must greet with 220.
-Retries until --timeout while a reloaded postgrey comes back. Exit 0 healthy; 1 with the
+Asks the running greylist (postgrey or sqlgrey) through Postfix's policy protocol
+(smtpd_access_policy), always with a sender never used before, so only the client whitelist can
+let it through: networks sampled from the installed whitelist must not be deferred (postgrey
+answers DUNNO, sqlgrey "PREPEND X-Greylist: whitelisted ..."), an unknown client must get
+DEFER_IF_PERMIT (still greylisting; the actions are case-insensitive). Then Postfix must greet
+with 220. Retries until --timeout while a reloaded daemon comes back. Exit 0 healthy; 1 with the
 reason on stderr; the replies as JSON on stdout.
 """
 
@@ -17,7 +19,8 @@ import uuid
 
 
 def whitelisted_networks(path):
-    """The networks of a postgrey whitelist file (host names and regexes are not sampled)."""
+    """The networks of a postgrey or sqlgrey whitelist file (host names, regexes, sqlgrey's class C
+    prefixes are not sampled)."""
     networks = []
     with open(path, encoding="latin-1") as handle:
         for raw in handle:
@@ -44,7 +47,7 @@ def host_port(text):
 
 
 def policy_action(service, client, timeout):
-    """postgrey's action for a new triplet from client (a sender never used before)."""
+    """The greylist's action for a new triplet from client (a sender never used before)."""
     request = {
         "request": "smtpd_access_policy",
         "protocol_state": "RCPT",
@@ -69,7 +72,12 @@ def policy_action(service, client, timeout):
     for line in reply.decode(errors="replace").splitlines():
         if line.startswith("action="):
             return line[len("action=") :]
-    raise OSError(f"no action in postgrey's reply {reply!r}")
+    raise OSError(f"no action in the policy service's reply {reply!r}")
+
+
+def deferred(action):
+    """A deferral or a rejection: anything but a pass (DUNNO, OK, PREPEND ...)."""
+    return action.split()[0].upper() not in ("DUNNO", "OK", "PREPEND")
 
 
 def smtp_banner(service, timeout):
@@ -88,17 +96,18 @@ def problems(args, networks):
         try:
             action = policy_action(args.policy, client, args.io_timeout)
         except OSError as exc:
-            return [f"postgrey's policy service {args.policy} does not answer: {exc}"], replies
+            return [f"the greylist's policy service {args.policy} does not answer: {exc}"], replies
         replies[str(client)] = action
-        if action.split()[0] != "DUNNO":
-            found.append(f"postgrey answered {action!r} for {client} of the whitelisted {network}, not DUNNO")
+        if deferred(action):
+            found.append(f"the greylist answered {action!r} for {client} of the whitelisted {network}")
     try:
         action = policy_action(args.policy, args.unknown_client, args.io_timeout)
     except OSError as exc:
-        return [f"postgrey's policy service {args.policy} does not answer: {exc}"], replies
+        return [f"the greylist's policy service {args.policy} does not answer: {exc}"], replies
     replies[args.unknown_client] = action
-    if not action.startswith("DEFER_IF_PERMIT"):
-        found.append(f"postgrey answered {action!r} for the unknown client {args.unknown_client}, not DEFER_IF_PERMIT")
+    if not action.upper().startswith("DEFER_IF_PERMIT"):
+        found.append(f"the greylist answered {action!r} for the unknown client {args.unknown_client}, "
+                     "not DEFER_IF_PERMIT")
     try:
         banner = smtp_banner(args.smtp, args.io_timeout)
     except OSError as exc:
