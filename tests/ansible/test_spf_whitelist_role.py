@@ -132,3 +132,16 @@ def test_invalid_variables_fail_before_anything_is_written(playbook):
     assert rc != 0
     assert "300.1.2.3/24" in json.dumps(out)
     assert not (playbook.build / "whitelist_clients.local").exists()
+
+
+def test_sqlgrey_list_gets_the_static_addresses_and_postgrey_everything(playbook):
+    # sqlgrey reads names from clients_fqdn_whitelist.local (the sqlgrey role writes them), so a
+    # host name or regex among the static entries must not fail the sqlgrey build.
+    static = ["198.51.100.0/24", "mail.example.org", r"/.*outbound\.protection\.outlook\.com$/"]
+    rc, out = playbook(spf_whitelist_formats=["postgrey", "sqlgrey"], spf_whitelist_static_entries=static)
+    assert rc == 0, out
+    sqlgrey = [line for line in (playbook.build / "clients_ip_whitelist.local").read_text().splitlines()
+               if not line.startswith("#")]
+    assert sqlgrey == ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]
+    postgrey = (playbook.build / "whitelist_clients.local").read_text().splitlines()
+    assert {"198.51.100.0/24", "mail.example.org", static[2]} <= set(postgrey)
