@@ -41,6 +41,20 @@ def sample(items, count):
     return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
+def connect(service, timeout):
+    """A connection to HOST:PORT, [v6]:PORT, or an absolute unix socket path (postgrey --unix)."""
+    if service.startswith("/"):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(timeout)
+        try:
+            conn.connect(service)
+        except OSError:
+            conn.close()
+            raise
+        return conn
+    return socket.create_connection(host_port(service), timeout=timeout)
+
+
 def host_port(text):
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
@@ -61,7 +75,7 @@ def policy_action(service, client, timeout):
         "instance": uuid.uuid4().hex,
     }
     wire = "".join(f"{name}={value}\n" for name, value in request.items()) + "\n"
-    with socket.create_connection(host_port(service), timeout=timeout) as conn:
+    with connect(service, timeout) as conn:
         conn.sendall(wire.encode())
         reply = b""
         while not reply.endswith(b"\n\n"):
