@@ -41,7 +41,7 @@ POOL = "pool-a"
 RCPT = "alice@lab.test"
 
 INSTALL_TASK = "whitelist_rollout : Install the controller's whitelist"
-CHECK_TASK = "whitelist_rollout : Ask the greylist (policy protocol) and Postfix (SMTP)"
+CHECK_TASK = "whitelist_rollout : Ask the greylist and the MTA"
 RELOAD_HANDLER = "whitelist_rollout : Reload the greylist daemon"
 
 

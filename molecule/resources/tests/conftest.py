@@ -33,6 +33,10 @@ class MailHost:
     """What the tests need to know about one MTA stack; subclasses fill it in."""
 
     name = ""
+    label = ""
+    # Shell commands that stop the MTA's daemon for good and start it again.
+    stop_command = ""
+    start_command = ""
     container = ""
     address_key = ""  # the lab.yml key of the host's address
     greylist_code = 0
@@ -72,6 +76,9 @@ class MailHost:
 
 class Postfix(MailHost):
     name = "postfix"
+    label = "Postfix"  # as the rollout's health check names the MTA
+    stop_command = "systemctl stop postfix"
+    start_command = "systemctl start postfix"
     container = "mx1"
     address_key = "lab_mx_address"
     greylist_code = 450
@@ -126,6 +133,12 @@ class Postfix(MailHost):
 
 class Exim(MailHost):
     name = "exim"
+    label = "Exim"
+    # Not "systemctl stop exim4": Debian's script finds the daemon through /proc/PID/exe, which
+    # root cannot read in a container once the daemon runs as Debian-exim (see the exim4 role's
+    # handlers), so it reports success and stops nothing.
+    stop_command = "pkill -f '^/usr/sbin/exim4 -bd'"
+    start_command = "systemctl restart exim4"
     container = "exim1"
     address_key = "lab_exim_address"
     greylist_code = 451

@@ -4,8 +4,10 @@ Asks the running greylist (postgrey or sqlgrey) through Postfix's policy protoco
 (smtpd_access_policy), always with a sender never used before, so only the client whitelist can
 let it through: networks sampled from the installed whitelist must not be deferred (postgrey
 answers DUNNO, sqlgrey "PREPEND X-Greylist: whitelisted ..."), an unknown client must get
-DEFER_IF_PERMIT (still greylisting; the actions are case-insensitive). Then Postfix must greet
-with 220. Retries until --timeout while a reloaded daemon comes back. Exit 0 healthy; 1 with the
+DEFER_IF_PERMIT (still greylisting; the actions are case-insensitive). With --policy
+exim:HOSTLIST, Exim itself (exim4 -be, the live configuration and the installed file) says
+whether each client matches the named host list its greylisting ACL skips. Then the MTA must
+greet with 220. Retries until --timeout while a reloaded daemon comes back. Exit 0 healthy; 1 with the
 reason on stderr; the replies as JSON on stdout.
 """
 
@@ -13,6 +15,7 @@ import argparse
 import ipaddress
 import json
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -89,6 +92,22 @@ def policy_action(service, client, timeout):
     raise OSError(f"no action in the policy service's reply {reply!r}")
 
 
+def exim_actions(hostlist, clients, timeout):
+    """What Exim's greylisting ACL does with each client, as DUNNO / DEFER_IF_PERMIT."""
+    verdicts = f"{{DUNNO (in +{hostlist})}}{{DEFER_IF_PERMIT (not in +{hostlist})}}"
+    tests = "".join(f"${{if match_ip{{{client}}}{{+{hostlist}}}{verdicts}}}\n" for client in clients)
+    try:
+        done = subprocess.run(["exim4", "-be"], input=tests, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise OSError(f"exim4 -be took longer than {timeout:g} s") from exc
+    # exim -be prompts with "> " before each line it reads, a terminal or not.
+    results = [text for line in done.stdout.splitlines() if (text := line.strip().lstrip(">").strip())]
+    if done.returncode != 0 or len(results) != len(clients):
+        raise OSError(f"exim4 -be failed: {(done.stderr or done.stdout).strip()}")
+    return dict(zip(clients, results, strict=True))
+
+
 def deferred(action):
     """A deferral or a rejection: anything but a pass (DUNNO, OK, PREPEND ...)."""
     return action.split()[0].upper() not in ("DUNNO", "OK", "PREPEND")
@@ -105,30 +124,32 @@ def smtp_banner(service, timeout):
 def problems(args, networks):
     """Every reason the host is not healthy (empty when it is), and the replies seen."""
     found, replies = [], {}
-    for network in sample(networks, args.samples):
-        client = network.network_address
-        try:
-            action = policy_action(args.policy, client, args.io_timeout)
-        except OSError as exc:
-            return [f"the greylist's policy service {args.policy} does not answer: {exc}"], replies
-        replies[str(client)] = action
-        if deferred(action):
-            found.append(f"the greylist answered {action!r} for {client} of the whitelisted {network}")
+    samples = [network.network_address for network in sample(networks, args.samples)]
+    clients = [str(client) for client in samples] + [args.unknown_client]
+    exim = args.policy.startswith("exim:")
     try:
-        action = policy_action(args.policy, args.unknown_client, args.io_timeout)
+        if exim:
+            replies.update(exim_actions(args.policy[len("exim:"):], clients, args.io_timeout))
+        else:
+            for client in clients:
+                replies[client] = policy_action(args.policy, client, args.io_timeout)
     except OSError as exc:
         return [f"the greylist's policy service {args.policy} does not answer: {exc}"], replies
-    replies[args.unknown_client] = action
+    for network, client in zip(sample(networks, args.samples), clients, strict=False):
+        if deferred(replies[client]):
+            found.append(f"the greylist answered {replies[client]!r} for {client} of the whitelisted {network}")
+    action = replies[args.unknown_client]
     if not action.upper().startswith("DEFER_IF_PERMIT"):
         found.append(f"the greylist answered {action!r} for the unknown client {args.unknown_client}, "
                      "not DEFER_IF_PERMIT")
+    mta = "Exim" if exim else "Postfix"
     try:
         banner = smtp_banner(args.smtp, args.io_timeout)
     except OSError as exc:
-        return [*found, f"Postfix does not answer on {args.smtp}: {exc}"], replies
+        return [*found, f"{mta} does not answer on {args.smtp}: {exc}"], replies
     replies["smtp"] = banner
     if not banner.startswith("220"):
-        found.append(f"Postfix greets {banner!r} on {args.smtp}, not 220")
+        found.append(f"{mta} greets {banner!r} on {args.smtp}, not 220")
     return found, replies
 
 
