@@ -58,6 +58,12 @@ def test_query_wire_is_what_dnspython_reads():
     assert message.payload == dns_wire.EDNS_PAYLOAD
 
 
+def test_name_wire_is_the_inverse_of_labels_of():
+    qname_wire, labels = question("_spf.Example.COM")
+    assert labels == (b"_spf", b"example", b"com")
+    assert dns_wire.name_wire(labels) == qname_wire.lower()
+
+
 def test_txt_strings_of_one_record_are_joined_and_records_kept_apart():
     wire = reply_for("example.com", "TXT", rrset("example.com.", "TXT", '"v=spf1 ip4:192.0.2.0/24" " -all"',
                                                   '"other text"'))

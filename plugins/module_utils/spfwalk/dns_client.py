@@ -158,8 +158,7 @@ class DnsClient:
             answer, cname_target = _read_reply(reply, question)
             if answer is not None:
                 return answer
-            question = _Question(b"".join(bytes([len(label)]) + label for label in cname_target) + b"\0",
-                                 question.rdtype, question.type_name, cname_target)
+            question = _Question(dns_wire.name_wire(cname_target), question.rdtype, question.type_name, cname_target)
         return Answer(SERVFAIL, detail=f"CNAME chain from {asked} longer than {_MAX_CNAME_HOPS}")
 
     async def _ask(self, question: _Question, first: _UdpExchange | None = None) -> dns_wire.Reply | Answer:

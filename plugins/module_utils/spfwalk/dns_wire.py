@@ -71,6 +71,11 @@ def query_wire(query_id: int, qname_wire: bytes, rdtype: int) -> bytes:
     return _HEADER.pack(query_id, FLAG_RD, 1, 0, 0, 1) + qname_wire + _TYPE_CLASS.pack(rdtype, CLASS_IN) + _OPT
 
 
+def name_wire(labels: Labels) -> bytes:
+    """The uncompressed wire form of a name (the inverse of labels_of)."""
+    return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+
+
 def labels_of(qname_wire: bytes) -> Labels:
     """Lowercase labels of an uncompressed wire name (the one we rendered for the question)."""
     labels, _end = _read_name(qname_wire.lower(), 0)

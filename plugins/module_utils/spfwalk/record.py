@@ -70,11 +70,15 @@ class Record:
         return self.mechanisms
 
     @property
+    def effective_redirect(self) -> Term | None:
+        """The redirect= modifier SPF follows: RFC 7208 6.1 ignores it when the record has "all"."""
+        return None if self.has_all else self.redirect
+
+    @property
     def dns_terms(self) -> int:
         """Terms that cost a DNS-querying lookup (RFC 7208 4.6.4)."""
         count = sum(1 for term in self.reachable if term.name in DNS_MECHANISMS)
-        # RFC 7208 6.1: redirect is ignored when the record has an "all" mechanism.
-        return count + (1 if self.redirect is not None and not self.has_all else 0)
+        return count + (1 if self.effective_redirect is not None else 0)
 
 
 def select_spf_record(txt_records: list[str] | tuple[str, ...]) -> str | None:

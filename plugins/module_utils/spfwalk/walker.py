@@ -29,6 +29,9 @@ from .model import NONE, OK, PERMERROR, TEMPERROR, RootResult, WalkReport
 from .netblocks import collapse, parse_network
 from .record import PASS, MultipleRecordsError, SpfSyntaxError, expand_domain_spec, parse_record, select_spf_record
 
+# Mechanisms without a DNS target; every other term's target is worked out once per record.
+_NO_DNS = ("ip4", "ip6", "all")
+
 # Stops a hostile or broken tree (e.g. diamonds of includes) even when the RFC limits
 # are deliberately not enforced.
 HARD_LOOKUP_CAP = 1000
@@ -130,9 +133,13 @@ class _RootWalk:
         if self.result.dns_lookups > HARD_LOOKUP_CAP:
             self.permerror(f"{chain}: more than {HARD_LOOKUP_CAP} DNS-querying terms, walk stopped")
             return
-        self._prefetch(record, domain, path)
+        # Each DNS term's target once (macros expanded), for the prefetch and for its walk.
+        targets = [None if term.name in _NO_DNS else self._target(term, domain, path) for term in record.reachable]
+        redirect = record.effective_redirect
+        redirect_target = None if redirect is None else self._target(redirect, domain, path)
+        self._prefetch(zip(record.reachable, targets, strict=True), redirect_target, path)
         jobs = []
-        for term in record.reachable:
+        for term, target in zip(record.reachable, targets, strict=True):
             # A term with a -, ~ or ? qualifier never passes, so its networks are not
             # whitelisted; it is still walked, because its errors are the record's errors.
             keep = collect and term.qualifier == PASS
@@ -144,16 +151,16 @@ class _RootWalk:
             else:
                 # Only terms that ask DNS become coroutines: every answer of a level waits
                 # behind the work the loop does for the others, so that work stays small.
-                jobs.append(self._walk_dns_term(term, domain, path, chain, keep, shadows))
+                jobs.append(self._walk_dns_term(term, target, path, chain, keep, shadows))
             shadows = shadows + self._shadow_of(term)
-        if record.redirect is not None and not record.has_all:
-            jobs.append(self._follow(record.redirect, domain, path, chain, collect, "redirect=", shadows))
+        if redirect is not None:
+            jobs.append(self._follow(redirect, redirect_target, path, chain, collect, "redirect=", shadows))
         if len(jobs) == 1:
             await jobs[0]
         elif jobs:
             await asyncio.gather(*jobs)
 
-    def _prefetch(self, record, domain: str, path: tuple[str, ...]) -> None:
+    def _prefetch(self, term_targets, redirect_target: str | None, path: tuple[str, ...]) -> None:
         """Send the first question of every DNS term now, before the literals are parsed.
 
         Exactly the questions the term coroutines below will ask first, no more: the
@@ -162,25 +169,14 @@ class _RootWalk:
         prefetch = getattr(self.resolver, "prefetch", None)
         if prefetch is None:  # a resolver without it (test fakes) is simply asked later
             return
-        terms = list(record.reachable)
-        if record.redirect is not None and not record.has_all:
-            terms.append(record.redirect)
-        for term in terms:
-            if term.name in ("ip4", "ip6", "all", "ptr"):
-                continue
-            target = self._target(term, domain, path)
-            if target is None:
-                continue
-            if term.name in ("include", "redirect"):
-                if target not in path:
-                    prefetch(target, "TXT")
-            elif term.name == "a":
-                prefetch(target, "A")
-                prefetch(target, "AAAA")
-            elif term.name == "mx":
-                prefetch(target, "MX")
-            elif term.name == "exists":
-                prefetch(target, "A")
+        questions = {"include": ("TXT",), "a": ("A", "AAAA"), "mx": ("MX",), "exists": ("A",)}
+        for term, target in term_targets:
+            if target is None or (term.name == "include" and target in path):
+                continue  # ptr, a target only the client decides, or a loop: nothing is asked
+            for rdtype in questions.get(term.name, ()):
+                prefetch(target, rdtype)
+        if redirect_target is not None and redirect_target not in path:
+            prefetch(redirect_target, "TXT")
 
     @staticmethod
     def _shadow_of(term) -> tuple:
@@ -193,16 +189,15 @@ class _RootWalk:
             return ()  # reported as a permerror by _add_literal
 
     async def _walk_dns_term(
-        self, term, domain: str, path: tuple[str, ...], chain: str, keep: bool, shadows: tuple
+        self, term, target: str | None, path: tuple[str, ...], chain: str, keep: bool, shadows: tuple
     ) -> None:
-        target = self._target(term, domain, path)
         if term.name == "ptr" or target is None:
             if keep:
                 self.unresolvable(term, chain)
         elif term.name == "exists":
             await self._walk_exists(term, target, chain, keep)
         elif term.name == "include":
-            await self._follow(term, domain, path, chain, keep, "include:", shadows)
+            await self._follow(term, target, path, chain, keep, "include:", shadows)
         elif term.name == "a":
             await self._walk_a(term, target, chain, keep, shadows)
         elif term.name == "mx":
@@ -218,9 +213,8 @@ class _RootWalk:
         return expanded.lower() if expanded else None
 
     async def _follow(
-        self, term, domain: str, path: tuple[str, ...], chain: str, collect: bool, label: str, shadows: tuple
+        self, term, target: str | None, path: tuple[str, ...], chain: str, collect: bool, label: str, shadows: tuple
     ) -> None:
-        target = self._target(term, domain, path)
         if target is None:
             if collect:
                 self.unresolvable(term, chain)
