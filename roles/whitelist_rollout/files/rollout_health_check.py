@@ -124,8 +124,9 @@ def smtp_banner(service, timeout):
 def problems(args, networks):
     """Every reason the host is not healthy (empty when it is), and the replies seen."""
     found, replies = [], {}
-    samples = [network.network_address for network in sample(networks, args.samples)]
-    clients = [str(client) for client in samples] + [args.unknown_client]
+    # One client per sampled network (its first address), then the unknown client.
+    sampled = {str(network.network_address): network for network in sample(networks, args.samples)}
+    clients = [*sampled, args.unknown_client]
     exim = args.policy.startswith("exim:")
     try:
         if exim:
@@ -135,7 +136,7 @@ def problems(args, networks):
                 replies[client] = policy_action(args.policy, client, args.io_timeout)
     except OSError as exc:
         return [f"the greylist's policy service {args.policy} does not answer: {exc}"], replies
-    for network, client in zip(sample(networks, args.samples), clients, strict=False):
+    for client, network in sampled.items():
         if deferred(replies[client]):
             found.append(f"the greylist answered {replies[client]!r} for {client} of the whitelisted {network}")
     action = replies[args.unknown_client]
