@@ -7,8 +7,12 @@ import time
 
 import pytest
 
+from spfwalk.dns_client import DnsClient
 from spfwalk.model import NONE, OK, PERMERROR, TEMPERROR
+from spfwalk.netblocks import parse_network
+from spfwalk.record import SpfSyntaxError, parse_record
 from spfwalk.walker import WalkerOptions, walk_sync
+from tests.support.zones import provider_zone
 
 
 def zone(records: dict, faults: dict | None = None, delay_ms: int = 0) -> dict:
@@ -341,3 +345,134 @@ def test_a_refusing_name_server_is_skipped_for_the_next_one(dns_server):
 
     alone = walk_sync(["ok.test"], WalkerOptions(nameservers=["127.0.0.2"], port=server.port))
     assert alone.roots["ok.test"].status == TEMPERROR
+
+
+# -- no partial "ok" ---------------------------------------------------------------------
+
+
+class _RaisingOn:
+    """The real DnsClient against the lab server, except that one question raises (a bug's stand-in)."""
+
+    def __init__(self, client: DnsClient, name: str, rdtype: str):
+        self.client, self.question = client, (name, rdtype)
+        self.prefetch, self.counters = client.prefetch, client.counters
+
+    async def lookup(self, name: str, rdtype: str):
+        if (name, rdtype) == self.question:
+            raise RuntimeError("boom")
+        return await self.client.lookup(name, rdtype)
+
+
+@pytest.mark.parametrize("name, rdtype, root, error", [
+    ("spfa.protection.outlook.com", "TXT", "outlook.com",
+     "outlook.com > include:spf2.outlook.com > include:spfa.protection.outlook.com"),
+    ("_spf.google.com", "TXT", "gmail.com", "gmail.com > redirect=_spf.google.com"),
+    ("mx-out.facebook.com", "A", "facebookmail.com",
+     "facebookmail.com > include:_spf.facebook.com > a:mx-out.facebook.com/26"),
+    ("icloud.com", "TXT", "icloud.com", "icloud.com"),  # the root's own record
+])
+def test_an_exception_anywhere_in_a_walk_makes_the_root_an_error(dns_server, name, rdtype, root, error):
+    server = dns_server(provider_zone())
+    resolver = _RaisingOn(DnsClient([server.address], port=server.port, query_lifetime=1.0), name, rdtype)
+    report = walk_sync(["outlook.com", "gmail.com", "facebookmail.com", "icloud.com", "amazonses.com"],
+                       resolver=resolver)
+    failed = report.roots[root]
+    assert (failed.status, failed.networks) == (TEMPERROR, [])  # never "ok" with what was found so far
+    assert failed.errors == [f"{error}: internal error: RuntimeError: boom"]
+    assert report.roots["amazonses.com"].status == OK  # other roots are not affected
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_an_invalid_port_is_refused_before_the_walk(port):
+    with pytest.raises(ValueError, match="port must be between 1 and 65535"):
+        WalkerOptions(nameservers=["127.0.0.1"], port=port)
+
+
+# -- RFC 7208 term order: earlier non-pass terms are cut out -------------------------------
+
+
+def without(network: str, *holes: str) -> list[str]:
+    """``network`` minus ``holes``, collapsed, as the walker lists it."""
+    pieces = [ipaddress.ip_network(network)]
+    for hole in map(ipaddress.ip_network, holes):
+        pieces = [part for piece in pieces
+                  for part in (piece.address_exclude(hole) if hole.subnet_of(piece) else [piece])]
+    return [str(piece) for piece in ipaddress.collapse_addresses(pieces)]
+
+
+@pytest.mark.parametrize("record, records, expected", [
+    ("-a:bad.example ip4:192.0.2.0/24", {"bad.example": {"A": ["192.0.2.66"]}},
+     without("192.0.2.0/24", "192.0.2.66/32")),
+    ("?a/28 ip4:192.0.2.0/24", {"t.test": {"A": ["192.0.2.77"]}}, without("192.0.2.0/24", "192.0.2.64/28")),
+    ("-mx ip4:192.0.2.0/24", {"t.test": {"MX": [[10, "mx.t.test"]]}, "mx.t.test": {"A": ["192.0.2.9"]}},
+     without("192.0.2.0/24", "192.0.2.9/32")),
+    ("~include:x.test ip4:192.0.2.0/24", {"x.test": spf("v=spf1 ip4:192.0.2.64/26 -all")},
+     without("192.0.2.0/24", "192.0.2.64/26")),
+    # the include's own order: it passes only 192.0.2.96/27, so only that is cut
+    ("-include:x.test ip4:192.0.2.0/24", {"x.test": spf("v=spf1 -ip4:192.0.2.64/27 ip4:192.0.2.64/26 -all")},
+     without("192.0.2.0/24", "192.0.2.96/27")),
+    # what a non-pass include passes through its own includes and redirect
+    ("-include:x.test ip4:192.0.2.0/24", {"x.test": spf("v=spf1 include:y.test redirect=z.test"),
+                                          "y.test": spf("v=spf1 ip4:192.0.2.0/26"),
+                                          "z.test": spf("v=spf1 ip4:192.0.2.128/26")},
+     without("192.0.2.0/24", "192.0.2.0/26", "192.0.2.128/26")),
+    ("~include:open.test ip4:192.0.2.0/24 ip6:2001:db8::/32", {"open.test": spf("v=spf1 +all")}, []),
+    ("-exists:yes.test ip4:192.0.2.0/24 ip6:2001:db8::/32", {"yes.test": {"A": ["127.0.0.2"]}}, []),
+    # a fixed exists that does not resolve matches nobody
+    ("-exists:no.test ip4:192.0.2.0/24", {}, ["192.0.2.0/24"]),
+    # only what comes after a non-pass term loses its networks
+    ("ip4:192.0.2.0/25 -a:bad.example ip4:192.0.2.128/25", {"bad.example": {"A": ["192.0.2.1", "192.0.2.129"]}},
+     ["192.0.2.0/25", *without("192.0.2.128/25", "192.0.2.129/32")]),
+    # a non-pass term that depends on the client cuts nothing
+    ("-ptr ~a:%{i}.t.test ?include:%{l}.t.test ip4:192.0.2.0/24", {}, ["192.0.2.0/24"]),
+])
+def test_earlier_non_pass_terms_are_cut_out_of_later_pass_networks(walk, record, records, expected):
+    records = {**records, "t.test": {**records.get("t.test", {}), **spf(f"v=spf1 {record} -all")}}
+    report, _ = walk(zone(records), ["t.test"])
+    root = report.roots["t.test"]
+    assert root.status == OK, root.errors
+    assert nets(root) == expected
+
+
+def test_a_non_pass_term_is_cut_out_of_what_later_terms_include(walk):
+    report, server = walk(zone({
+        "t.test": spf("v=spf1 ~mx:mx.t.test include:inc.t.test redirect=r.t.test"),
+        "mx.t.test": {"MX": [[10, "bad.t.test"]]},
+        "bad.t.test": {"A": ["192.0.2.66"], "AAAA": ["2001:db8::66"]},
+        "inc.t.test": spf("v=spf1 ip4:192.0.2.0/24 include:deeper.t.test"),
+        "deeper.t.test": spf("v=spf1 ip6:2001:db8::/64"),
+        "r.t.test": spf("v=spf1 a:host.t.test/24 -all"),
+        "host.t.test": {"A": ["192.0.2.200"]},
+    }), ["t.test"])
+    root = report.roots["t.test"]
+    assert nets(root) == [*without("192.0.2.0/24", "192.0.2.66/32"), *without("2001:db8::/64", "2001:db8::66/128")]
+    assert root.dns_lookups == 5  # accounting is unchanged: mx, include, redirect, include, a
+    asked = [(q["name"], q["type"]) for q in server.queries()]
+    assert len(asked) == len(set(asked)) == report.queries_sent  # still one question per (name, type)
+
+
+# -- leading-zero CIDR lengths -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("term", ["ip6:1::/00", "ip6:2001:db8::/0048", "ip6:2001:db8::/032", "ip4:192.0.2.0/032",
+                                  "ip4:0.0.0.0/00", "a:host.z.test/032", "a:host.z.test//0064", "a/24//0064",
+                                  "mx/024"])
+def test_a_cidr_length_with_a_leading_zero_is_a_permerror(walk, term):
+    report, _ = walk(zone({"z.test": spf(f"v=spf1 {term} ip4:192.0.2.1 -all"),
+                           "host.z.test": {"A": ["192.0.2.5"], "AAAA": ["2001:db8::5"]}}), ["z.test"])
+    root = report.roots["z.test"]
+    assert (root.status, root.networks) == (PERMERROR, [])
+
+
+@pytest.mark.parametrize("term", ["ip6:1::/00", "ip6:2001:db8::/0048", "ip4:192.0.2.0/032"])
+def test_the_record_parser_refuses_a_leading_zero_length(term):
+    with pytest.raises(SpfSyntaxError, match=r"not an IPv[46] address"):
+        parse_record(f"v=spf1 {term} -all")
+
+
+@pytest.mark.parametrize("text", ["1::/00", "2001:db8::/0048", "192.0.2.0/032", "10.0.0.0/08", "0.0.0.0/00"])
+def test_no_netblock_parser_reads_a_leading_zero_length(text):
+    # Static entries and the state go through the same parser as the walker.
+    with pytest.raises(ValueError, match="leading zeros"):
+        parse_network(text)
+    assert parse_network("0.0.0.0/0")[0].prefixlen == 0  # "0" itself is a length

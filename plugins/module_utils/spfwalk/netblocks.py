@@ -33,8 +33,12 @@ def _parse_plain(text: str) -> tuple[Network, bool] | None:
 
     The walker parses every netblock of every record, and ipaddress's string parser is
     slow; inet_pton is at least as strict (no leading zeros, no scope, no spaces).
+    Raises ValueError for a length with a leading zero ("/032", "/00"): RFC 7208 forbids
+    it, and ipaddress, which would get it next, reads "/00" as "/0".
     """
     address, slash, length = text.partition("/")
+    if length.startswith("0") and length != "0" and length.isdigit():
+        raise ValueError(f"{text!r}: a CIDR length has no leading zeros")
     family, network_class = (socket.AF_INET6, ipaddress.IPv6Network) if ":" in address else (
         socket.AF_INET, ipaddress.IPv4Network)
     bits = 128 if family == socket.AF_INET6 else 32

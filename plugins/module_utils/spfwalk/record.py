@@ -22,9 +22,12 @@ _MODIFIER_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$", re.IGNORECASE)
 _MACRO = re.compile(r"%(?:\{[slodiphv][0-9]*r?[.\-+,/_=]*\}|[%_-])", re.IGNORECASE)
 # RFC 7208 3.1, 4.6.1: a record is US-ASCII terms (visible characters) separated by spaces.
 _NOT_RECORD_CHAR = re.compile(r"[^\x20-\x7e]")
+# RFC 7208 5.6: ip4-cidr-length = "/" ("0" / %x31-39 0*1DIGIT), so no leading zeros.
 _CIDR4 = r"(?:/(0|[1-9][0-9]?))"
 _CIDR6 = r"(?:/(0|[1-9][0-9]{0,2}))"
 _DUAL_CIDR = re.compile(rf"^(.*?){_CIDR4}?(?:/{_CIDR6})?$")
+_IP4_ADDRESS = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+_IP6_ADDRESS = re.compile(r"^[0-9a-f:.]+$", re.IGNORECASE)  # hex groups, "::", an embedded IPv4 tail
 # RFC 7208 toplabel: alphanumeric with at least one letter, or containing inner hyphens.
 _TOPLABEL = re.compile(r"^(?:[a-z0-9]*[a-z][a-z0-9]*|[a-z0-9]+-[a-z0-9-]*[a-z0-9])$", re.IGNORECASE)
 
@@ -160,9 +163,11 @@ def _parse_ip(qualifier: str, name: str, colon: str, argument: str, word: str) -
     limit = 32 if name == "ip4" else 128
     if length is not None and int(length) > limit:
         raise SpfSyntaxError(f"CIDR length /{length} is too long for {name}: {word!r}")
-    if name == "ip4" and not re.match(r"^\d{1,3}(?:\.\d{1,3}){3}$", address):
+    # Strict, so that a length the CIDR pattern refused (a leading zero: "/032", "/00")
+    # cannot stay behind in the address and be read as a length later.
+    if name == "ip4" and not _IP4_ADDRESS.match(address):
         raise SpfSyntaxError(f"not an IPv4 address: {word!r}")
-    if name == "ip6" and ":" not in address:
+    if name == "ip6" and not (":" in address and _IP6_ADDRESS.match(address)):
         raise SpfSyntaxError(f"not an IPv6 address: {word!r}")
     cidr = int(length) if length is not None else limit
     return Term(
