@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from spfwalk.guards import GuardPolicy
 from spfwalk.outputs import (
     FORMATS,
     GENERATED_LINE,
@@ -20,12 +21,16 @@ from spfwalk.outputs import (
     parse_static_entries,
     render,
 )
+from tests.support.guard import doc_guard
 
 
 def nets(*texts):
     return [ipaddress.ip_network(t) for t in texts]
 
 
+# The tests write documentation ranges as static entries. The default policy refuses them
+# (special-purpose space), so the tests vouch for them as a lab vouches for its own networks.
+DOCS = doc_guard()
 WALK = nets("198.51.100.0/25", "203.0.113.7/32", "2001:db8:1::/48", "2001:db8:2::5/128")
 HEADER = ["roots: example.net (4 netblocks, fresh)"]
 
@@ -49,7 +54,8 @@ def test_parse_static_entries_sorts_kinds_and_normalises():
             r"/^smtp\d+\.example\.org$/",
             "2001:DB8::/32",
             " relay.example.org ",
-        ]
+        ],
+        DOCS,
     )
     assert static.networks == nets("192.0.2.10/32", "2001:db8::/32")
     assert static.hostnames == ["mail.example.com", "relay.example.org"]
@@ -58,7 +64,7 @@ def test_parse_static_entries_sorts_kinds_and_normalises():
 
 
 def test_parse_static_entries_fixes_host_bits_with_a_warning():
-    static = parse_static_entries(["192.0.2.77/24", "2001:db8::1/32"])
+    static = parse_static_entries(["192.0.2.77/24", "2001:db8::1/32"], DOCS)
     assert static.networks == nets("192.0.2.0/24", "2001:db8::/32")
     assert len(static.warnings) == 2
     assert "'192.0.2.77/24'" in static.warnings[0]
@@ -67,7 +73,7 @@ def test_parse_static_entries_fixes_host_bits_with_a_warning():
 
 
 def test_parse_static_entries_collapses_networks():
-    static = parse_static_entries(["192.0.2.0/25", "192.0.2.128/25", "192.0.2.5"])
+    static = parse_static_entries(["192.0.2.0/25", "192.0.2.128/25", "192.0.2.5"], DOCS)
     assert static.networks == nets("192.0.2.0/24")
 
 
@@ -92,7 +98,7 @@ def test_parse_static_entries_collapses_networks():
         ("a..example.com", "RFC 1123"),
         ("x" * 64 + ".example.com", "RFC 1123"),
         (".".join(["a" * 60] * 5), "1 to 253"),
-        ("localhost", "at least two labels"),
+        ("localhost", "is refused: 'localhost' is a single label"),
         ("*.example.com", "wildcards are not needed"),
         ("bücher.example", "xn--"),
         ("host.123", "last label is numeric"),
@@ -100,10 +106,63 @@ def test_parse_static_entries_collapses_networks():
 )
 def test_parse_static_entries_rejects_bad_entries_naming_them(entry, why):
     with pytest.raises(StaticEntryError) as excinfo:
-        parse_static_entries(["192.0.2.1", entry])
+        parse_static_entries(["192.0.2.1", entry], DOCS)
     message = str(excinfo.value)
     assert repr(entry.strip()) in message
     assert why in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("0.0.0.0/0", "wider than the floor /12 (IPv4)"),
+        ("0.0.0.0/1", "wider than the floor /12 (IPv4)"),
+        ("128.0.0.0/1", "wider than the floor /12 (IPv4)"),
+        ("8.0.0.0/11", "wider than the floor /12 (IPv4)"),
+        ("::/0", "wider than the floor /28 (IPv6)"),
+        ("2a00::/27", "wider than the floor /28 (IPv6)"),
+        ("10.0.0.0/8", "inside special-purpose space 10.0.0.0/8"),
+        ("10.1.2.3", "inside special-purpose space 10.0.0.0/8"),
+        ("172.0.0.0/8", "wider than the floor /12 (IPv4)"),
+        ("192.160.0.0/12", "overlaps special-purpose space 192.168.0.0/16"),
+        ("3fff::/24", "inside special-purpose space 3fff::/20"),
+        ("fd00::1", "inside special-purpose space fc00::/7"),
+        ("/.*/", "the regex matches unrelated host names"),
+        ("/./", "the regex matches unrelated host names"),
+        (r"/\.com$/", "the regex matches unrelated host names"),
+        ("/^mail/", "the regex matches unrelated host names"),
+        ("net", "is a single label or a top-level domain"),
+        ("com.", "is a single label or a top-level domain"),
+        ("co.uk", "is a public suffix"),
+    ],
+)
+def test_parse_static_entries_refuses_entries_wider_than_the_guard(entry, why):
+    with pytest.raises(StaticEntryError) as excinfo:
+        parse_static_entries(["mail.example.com", entry], DOCS)
+    assert f"static entry {entry!r} is refused: " in str(excinfo.value)
+    assert why in str(excinfo.value)
+
+
+def test_parse_static_entries_refuses_documentation_ranges_by_default():
+    for entry in ("192.0.2.1", "2001:db8::/32"):
+        with pytest.raises(StaticEntryError, match="inside special-purpose space"):
+            parse_static_entries([entry])
+
+
+def test_parse_static_entries_accepts_narrow_entries_by_default():
+    static = parse_static_entries(
+        ["8.8.4.0/24", "40.92.0.0/15", "2a01:111:f400::/48", "google.com", r"/\.outbound\.protection\.outlook\.com$/"]
+    )
+    assert static.networks == nets("8.8.4.0/24", "40.92.0.0/15", "2a01:111:f400::/48")
+    assert static.hostnames == ["google.com"]
+
+
+def test_parse_static_entries_follows_the_policy_floor_and_allow_list():
+    with pytest.raises(StaticEntryError, match="wider than the floor /12"):
+        parse_static_entries(["8.0.0.0/8"])
+    loose = GuardPolicy.from_options(min_prefix4=8, allowed_networks=["172.30.53.0/24"])
+    static = parse_static_entries(["8.0.0.0/8", "172.30.53.96/29"], loose)
+    assert static.networks == nets("8.0.0.0/8", "172.30.53.96/29")
 
 
 def test_static_entry_error_is_an_output_error_and_a_value_error():
@@ -120,7 +179,7 @@ def test_parse_static_entries_accepts_none_and_empty():
 
 
 def test_render_postgrey_exact():
-    static = parse_static_entries(["192.0.2.0/24", "mail.example.com", r"/\.outbound\.example\.org$/"])
+    static = parse_static_entries(["192.0.2.0/24", "mail.example.com", r"/\.outbound\.example\.org$/"], DOCS)
     result = render("postgrey", WALK, static, HEADER)
     assert isinstance(result, Rendered)
     assert result.content == head(
@@ -139,7 +198,7 @@ def test_render_postgrey_exact():
 
 
 def test_render_cidr_exact_and_action():
-    result = render("cidr", WALK, parse_static_entries(["192.0.2.1"]), HEADER)
+    result = render("cidr", WALK, parse_static_entries(["192.0.2.1"], DOCS), HEADER)
     assert result.content == head(
         "# Format: Postfix cidr table (check_client_access or postscreen_access_list)."
     ) + (
@@ -165,7 +224,9 @@ def test_render_cidr_rejects_bad_action(action):
 
 
 def test_render_exim_exact():
-    static = parse_static_entries(["mail.example.com", r"/.*foo\.com$/", "/^relay[0-9]+\\./", "/bar/"])
+    static = parse_static_entries(
+        ["mail.example.com", r"/.*foo\.com$/", r"/^relay[0-9]+\.example\.net$/", r"/mx-bar\.example\.org/"], DOCS
+    )
     result = render("exim", WALK, static, HEADER)
     assert result.content == head(
         "# Format: Exim host list file (address or CIDR, ^regex matched against the reverse-DNS name)."
@@ -176,8 +237,8 @@ def test_render_exim_exact():
         "2001:db8:2::5\n"
         "^(?:.+\\.)?mail\\.example\\.com$\n"
         "^.*foo\\.com$\n"
-        "^relay[0-9]+\\.\n"
-        "^.*bar\n"
+        "^relay[0-9]+\\.example\\.net$\n"
+        "^.*mx-bar\\.example\\.org\n"
     )
 
 
@@ -205,7 +266,7 @@ def test_exim_hostname_matches_like_postgrey():
 
 
 def test_render_spamd_exact():
-    result = render("spamd", WALK, parse_static_entries(["192.0.2.0/24"]), HEADER)
+    result = render("spamd", WALK, parse_static_entries(["192.0.2.0/24"], DOCS), HEADER)
     assert result.content == head('# Format: pf table file (e.g. table <nospamd> persist file "...").') + (
         "192.0.2.0/24\n198.51.100.0/25\n203.0.113.7\n2001:db8:1::/48\n2001:db8:2::5\n"
     )
@@ -260,14 +321,14 @@ def test_render_sqlgrey_cidr_mode():
 @pytest.mark.parametrize("fmt", ["cidr", "sqlgrey", "spamd"])
 @pytest.mark.parametrize("entry", ["mail.example.com", r"/\.example\.com$/"])
 def test_formats_without_names_reject_hostnames_and_regexes(fmt, entry):
-    static = parse_static_entries(["192.0.2.1", entry])
+    static = parse_static_entries(["192.0.2.1", entry], DOCS)
     with pytest.raises(StaticEntryError) as excinfo:
         render(fmt, WALK, static, HEADER)
     assert repr(entry) in str(excinfo.value)
 
 
 def test_rejection_messages_explain_where_names_go():
-    static = parse_static_entries(["mail.example.com"])
+    static = parse_static_entries(["mail.example.com"], DOCS)
     with pytest.raises(StaticEntryError, match="check_client_access hash"):
         render("cidr", WALK, static, [])
     with pytest.raises(StaticEntryError, match="clients_fqdn_whitelist"):
@@ -281,7 +342,7 @@ def test_rejection_messages_explain_where_names_go():
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_render_is_deterministic_and_order_independent(fmt):
-    static = parse_static_entries(["192.0.2.0/24"])
+    static = parse_static_entries(["192.0.2.0/24"], DOCS)
     first = render(fmt, WALK, static, HEADER)
     again = render(fmt, list(reversed(WALK)), static, HEADER)
     assert first.content == again.content
@@ -294,7 +355,7 @@ def test_render_is_deterministic_and_order_independent(fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_render_merges_static_networks_and_collapses(fmt):
-    static = parse_static_entries(["192.0.2.0/25"])
+    static = parse_static_entries(["192.0.2.0/25"], DOCS)
     result = render(fmt, nets("192.0.2.128/25"), static, [])
     lines = entry_lines(result.content)
     expected = {"sqlgrey": "192.0.2", "cidr": "192.0.2.0/24\tOK"}.get(fmt, "192.0.2.0/24")

@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from .guards import GuardPolicy
 from .model import Network
 from .netblocks import collapse, parse_network
 
@@ -81,12 +82,14 @@ class Rendered:
     entry_count: int = 0
 
 
-def parse_static_entries(entries: Iterable[str] | None) -> StaticEntries:
+def parse_static_entries(entries: Iterable[str] | None, policy: GuardPolicy | None = None) -> StaticEntries:
     """Validate static entries: addresses/CIDRs, host names, or postgrey-style ``/regex/``.
 
     Blank entries and entries starting with ``#`` are ignored. Raises StaticEntryError
-    naming the first bad entry and why it is bad.
+    naming the first bad entry and why it is bad. ``policy`` (default: ``GuardPolicy()``)
+    refuses entries that would whitelist far more than one sender, as every host checker does.
     """
+    policy = policy or GuardPolicy()
     static = StaticEntries()
     seen_hosts: set[str] = set()
     seen_regexes: set[str] = set()
@@ -99,19 +102,19 @@ def parse_static_entries(entries: Iterable[str] | None) -> StaticEntries:
         if any(ch.isspace() for ch in entry):
             raise StaticEntryError(f"static entry {entry!r} contains whitespace; give one entry per item")
         if len(entry) >= 2 and entry.startswith("/") and entry.endswith("/"):
-            body = _validate_regex(entry)
+            body = _validate_regex(entry, policy)
             if body not in seen_regexes:
                 seen_regexes.add(body)
                 static.regexes.append(body)
         elif ":" in entry or "/" in entry or "%" in entry or _IP_LIKE.match(entry):
-            net, had_host_bits = _parse_static_network(entry)
+            net, had_host_bits = _parse_static_network(entry, policy)
             if had_host_bits:
                 static.warnings.append(
                     f"static entry {entry!r} has host bits set; using the network {net} instead"
                 )
             static.networks.append(net)
         else:
-            name = _validate_hostname(entry)
+            name = _validate_hostname(entry, policy)
             if name not in seen_hosts:
                 seen_hosts.add(name)
                 static.hostnames.append(name)
@@ -119,14 +122,14 @@ def parse_static_entries(entries: Iterable[str] | None) -> StaticEntries:
     return static
 
 
-def _parse_static_network(entry: str) -> tuple[Network, bool]:
+def _parse_static_network(entry: str, policy: GuardPolicy) -> tuple[Network, bool]:
     if "%" in entry:
         raise StaticEntryError(
             f"static entry {entry!r} is not a valid IP address or network: scoped (%zone) addresses "
             "cannot be whitelisted"
         )
     try:
-        return parse_network(entry)
+        net, had_host_bits = parse_network(entry)
     except ValueError as exc:
         hint = ""
         if _IP_LIKE.match(entry) and entry.count(".") < 3:
@@ -134,9 +137,11 @@ def _parse_static_network(entry: str) -> tuple[Network, bool]:
         raise StaticEntryError(
             f"static entry {entry!r} is not a valid IPv4/IPv6 address or CIDR network ({exc}){hint}"
         ) from None
+    _refuse(entry, policy.network_problem(net))
+    return net, had_host_bits
 
 
-def _validate_regex(entry: str) -> str:
+def _validate_regex(entry: str, policy: GuardPolicy) -> str:
     body = entry[1:-1]
     if not body:
         raise StaticEntryError(f"static entry {entry!r} is an empty regex")
@@ -150,10 +155,11 @@ def _validate_regex(entry: str) -> str:
         re.compile(body)
     except re.error as exc:
         raise StaticEntryError(f"static entry {entry!r} is not a valid regular expression: {exc}") from None
+    _refuse(entry, policy.regex_problem(body))
     return body
 
 
-def _validate_hostname(entry: str) -> str:
+def _validate_hostname(entry: str, policy: GuardPolicy) -> str:
     if entry.startswith("*"):
         raise StaticEntryError(
             f"static entry {entry!r}: wildcards are not needed, a host name entry already matches the "
@@ -172,11 +178,6 @@ def _validate_hostname(entry: str) -> str:
             f"static entry {entry!r} is not a valid host name: it must be 1 to 253 characters"
         )
     labels = name.split(".")
-    if len(labels) < 2:
-        raise StaticEntryError(
-            f"static entry {entry!r} is not a valid host name: a single label would whitelist a whole "
-            "top-level domain (or is a typo); give at least two labels"
-        )
     for label in labels:
         if not _LABEL.match(label):
             raise StaticEntryError(
@@ -188,7 +189,14 @@ def _validate_hostname(entry: str) -> str:
             f"static entry {entry!r} is neither a valid IP address nor a host name "
             "(the last label is numeric)"
         )
+    _refuse(entry, policy.hostname_problem(name))
     return name
+
+
+def _refuse(entry: str, problem: str | None) -> None:
+    """Raise the guard's ``problem`` (a network, name or regex too wide to whitelist), if any."""
+    if problem:
+        raise StaticEntryError(f"static entry {entry!r} is refused: {problem}")
 
 
 def render(
