@@ -14,9 +14,13 @@ description:
   - Big senders retry a greylisted message from another address of their pool, so greylisting
     delays their mail for hours unless their pools are whitelisted.
   - Nothing is lost on a bad day. A domain whose walk ends in temperror or permerror keeps its
-    last known good netblocks (from a state file beside O(dest)); the module never writes a partial
-    or empty list, refuses a shrink beyond O(max_shrink) unless O(force=true), and writes
-    atomically, only when the content changes.
+    last known good netblocks (from O(state_file)); the module never writes a partial
+    or empty list, refuses a shrink beyond O(max_shrink) or a growth beyond O(max_growth) unless
+    O(force=true), and writes atomically, only when the content changes.
+  - Nothing opens the greylist. A netblock wider than O(min_prefix4) / O(min_prefix6), or inside
+    private, loopback, multicast, reserved or documentation space, makes its domain fail like a
+    permerror (it keeps its last known good netblocks), unless it lies inside O(allowed_networks).
+  - One walk serves every format of O(outputs); they share one state.
   - Meant to run once, on the controller (C(run_once=true), C(delegate_to=localhost)); copy the
     result to the mail hosts afterwards so every node gets the same file.
 version_added: "0.1.0"
@@ -30,19 +34,47 @@ options:
     elements: str
     required: true
   format:
-    description: Output format.
+    description: Output format of the single output (without O(outputs)); C(postgrey) if unset.
     type: str
     choices: [postgrey, cidr, exim, sqlgrey, spamd]
-    default: postgrey
   dest:
     description:
-      - File to write. Without it, nothing is written and the content is only returned.
+      - File to write (without O(outputs)). Without it, nothing is written and the content is only returned.
     type: path
+  outputs:
+    description:
+      - Several formats from one walk and one state (instead of O(format) and O(dest)); each format once.
+    type: list
+    elements: dict
+    suboptions:
+      format:
+        description: Output format.
+        type: str
+        required: true
+        choices: [postgrey, cidr, exim, sqlgrey, spamd]
+      dest:
+        description: File to write; without it the content is only returned (RV(contents)).
+        type: path
+      static_entries:
+        description: Static entries of this output instead of O(static_entries) (e.g. networks only for sqlgrey).
+        type: list
+        elements: str
+      previous_content:
+        description:
+          - The list this output will replace (for example read from a mail host), used as the baseline
+            of O(max_shrink) and O(max_growth) when O(state_file) does not exist yet.
+        type: str
   state_file:
     description:
       - JSON file holding each domain's last known good netblocks.
-      - Defaults to O(dest) followed by C(.state.json).
+      - Defaults to O(dest) followed by C(.state.json); without both, no state is kept.
     type: path
+  promote_state:
+    description:
+      - Write the new state to O(state_file). C(false) writes it to O(state_file) followed by
+        C(.pending) instead, for a rollout that promotes it only after every host took the new list.
+    type: bool
+    default: true
   static_entries:
     description:
       - Entries added to the generated ones, for senders SPF cannot describe (for example
@@ -86,10 +118,31 @@ options:
         drop. A larger drop looks like a broken or hijacked record and is refused.
     type: float
     default: 0.25
+  max_growth:
+    description:
+      - Largest factor by which a domain's address count (per address family) may grow in one run.
+        A sudden widening looks like a broken or hijacked record and is refused.
+    type: float
+    default: 4.0
   force:
-    description: Accept a shrink larger than O(max_shrink).
+    description: Accept a shrink larger than O(max_shrink) or a growth larger than O(max_growth).
     type: bool
     default: false
+  min_prefix4:
+    description: IPv4 netblocks shorter than this prefix length (wider networks) are refused.
+    type: int
+    default: 12
+  min_prefix6:
+    description: IPv6 netblocks shorter than this prefix length are refused.
+    type: int
+    default: 28
+  allowed_networks:
+    description:
+      - Networks exempt from the width and special-purpose checks, for a lab or a site whose own senders
+        live in private space. Netblocks inside them are accepted.
+    type: list
+    elements: str
+    default: []
   cidr_action:
     description:
       - Right-hand side of each line in the C(cidr) format. C(OK) suits C(check_client_access);
@@ -130,7 +183,16 @@ EXAMPLES = r"""
 
 RETURN = r"""
 content:
-  description: The whitelist as written (or as it would be written in check mode).
+  description: The whitelist of the first output as written (or as it would be written in check mode).
+  returned: success
+  type: str
+contents:
+  description: Each output's whitelist, by format.
+  returned: success
+  type: dict
+  sample: {postgrey: "# Generated by spfwalk ...", exim: "# Generated by spfwalk ..."}
+state_content:
+  description: The new state (last known good netblocks per domain), as written or as it would be.
   returned: success
   type: str
 network_count:
@@ -167,8 +229,15 @@ unique_questions:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
+    from ansible.module_utils.spfwalk.guards import GuardError, GuardPolicy
     from ansible.module_utils.spfwalk.outputs import FORMATS, OutputError, parse_static_entries
-    from ansible.module_utils.spfwalk.update import apply_update, default_state_path, plan_update
+    from ansible.module_utils.spfwalk.update import (
+        Limits,
+        OutputSpec,
+        apply_update,
+        default_state_path,
+        plan_outputs,
+    )
     from ansible.module_utils.spfwalk.walker import WalkerOptions, walk_sync
 
     IMPORT_ERROR = None
@@ -181,9 +250,16 @@ def run_module() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             domains=dict(type="list", elements="str", required=True),
-            format=dict(type="str", choices=list(FORMATS), default="postgrey"),
+            format=dict(type="str", choices=list(FORMATS)),
             dest=dict(type="path"),
+            outputs=dict(type="list", elements="dict", options=dict(
+                format=dict(type="str", required=True, choices=list(FORMATS)),
+                dest=dict(type="path"),
+                static_entries=dict(type="list", elements="str"),
+                previous_content=dict(type="str"),
+            )),
             state_file=dict(type="path"),
+            promote_state=dict(type="bool", default=True),
             static_entries=dict(type="list", elements="str", default=[]),
             nameservers=dict(type="list", elements="str", default=[]),
             port=dict(type="int", default=53),
@@ -192,10 +268,15 @@ def run_module() -> None:
             max_in_flight=dict(type="int", default=32),
             expand_over_limit=dict(type="bool", default=False),
             max_shrink=dict(type="float", default=0.25),
+            max_growth=dict(type="float", default=4.0),
             force=dict(type="bool", default=False),
+            min_prefix4=dict(type="int", default=12),
+            min_prefix6=dict(type="int", default=28),
+            allowed_networks=dict(type="list", elements="str", default=[]),
             cidr_action=dict(type="str", default="OK"),
             sqlgrey_cidr=dict(type="bool", default=True),
         ),
+        mutually_exclusive=[("outputs", "format"), ("outputs", "dest")],
         supports_check_mode=True,
     )
     if IMPORT_ERROR is not None:
@@ -203,12 +284,17 @@ def run_module() -> None:
     params = module.params
     if not params["domains"]:
         module.fail_json(msg="domains is empty: there is nothing to whitelist")
-    if not 0.0 <= params["max_shrink"] <= 1.0:
-        module.fail_json(msg=f"max_shrink must be between 0 and 1, got {params['max_shrink']}")
+    if not 1 <= params["port"] <= 65535:
+        module.fail_json(msg=f"port must be between 1 and 65535, got {params['port']}")
 
     try:
-        static = parse_static_entries(params["static_entries"])
-    except OutputError as exc:
+        limits = Limits(
+            max_shrink=params["max_shrink"], max_growth=params["max_growth"], force=params["force"],
+            guard=GuardPolicy.from_options(params["min_prefix4"], params["min_prefix6"], params["allowed_networks"]),
+        )
+        static = parse_static_entries(params["static_entries"], limits.guard)
+        outputs = _output_specs(params, limits.guard)
+    except (GuardError, OutputError, ValueError) as exc:
         module.fail_json(msg=str(exc))
 
     options = WalkerOptions(
@@ -224,11 +310,8 @@ def run_module() -> None:
     state_path = params["state_file"] or (default_state_path(dest) if dest else None)
     walk_facts = dict(queries_sent=report.queries_sent, unique_questions=report.unique_questions)
     try:
-        plan = plan_update(
-            report, params["format"], static, dest, state_path,
-            max_shrink=params["max_shrink"], force=params["force"], cidr_action=params["cidr_action"],
-            sqlgrey_cidr=params["sqlgrey_cidr"],
-        )
+        plan = plan_outputs(report, outputs, static, state_path, limits,
+                            cidr_action=params["cidr_action"], sqlgrey_cidr=params["sqlgrey_cidr"])
     except (OutputError, OSError, ValueError) as exc:
         module.fail_json(msg=str(exc), roots=_roots(report), **walk_facts)
     if plan.refused:
@@ -236,24 +319,41 @@ def run_module() -> None:
 
     for warning in plan.warnings:
         module.warn(warning)
-    changed = bool(dest) and plan.changed
-    if changed and not module.check_mode:
-        apply_update(plan)
+    if plan.changed and not module.check_mode:
+        apply_update(plan, promote_state=params["promote_state"])
 
     result = dict(
-        changed=changed,
+        changed=plan.changed,
         content=plan.content,
+        contents={output.fmt: output.content for output in plan.outputs},
+        state_content=plan.state_content,
         network_count=plan.network_count,
         kept_last_good=plan.kept_last_good,
         removed_roots=plan.removed_roots,
         roots=plan.roots,
         **walk_facts,
     )
-    if module._diff and changed:
-        result["diff"] = dict(
-            before=plan.previous_content or "", after=plan.content, before_header=dest, after_header=dest
-        )
+    diffs = [
+        dict(before=output.previous_content or "", after=output.content,
+             before_header=output.path, after_header=output.path)
+        for output in plan.outputs if output.changed
+    ]
+    if module._diff and diffs:
+        result["diff"] = diffs if len(diffs) > 1 else diffs[0]
     module.exit_json(**result)
+
+
+def _output_specs(params: dict, guard) -> list:
+    """The outputs option, or the single format/dest pair."""
+    if not params["outputs"]:
+        return [OutputSpec(params["format"] or "postgrey", params["dest"])]
+    specs = []
+    for item in params["outputs"]:
+        static = None
+        if item["static_entries"] is not None:
+            static = parse_static_entries(item["static_entries"], guard)
+        specs.append(OutputSpec(item["format"], item["dest"], static, item["previous_content"]))
+    return specs
 
 
 def _roots(report) -> dict:

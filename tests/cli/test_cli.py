@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from spfwalk import cli
+from tests.support.guard import allow_doc_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,10 +26,12 @@ ZONE = {
 }
 
 
-def run_cli(server, *args: str, domains=("gmail.test", "ses.test")) -> subprocess.CompletedProcess:
+def run_cli(server, *args: str, domains=("gmail.test", "ses.test"), guard=True) -> subprocess.CompletedProcess:
+    """The command against the lab server; guard=True allows the documentation ranges of the zones."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "plugins" / "module_utils"))
     command = [sys.executable, "-m", "spfwalk.cli", *domains,
-               "--nameserver", server.address, "--port", str(server.port), *args]
+               "--nameserver", server.address, "--port", str(server.port),
+               *(allow_doc_args() if guard else []), *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -142,3 +145,122 @@ def test_static_entries_are_merged(server, tmp_path):
     assert "192.0.2.0/24" in lines and "192.0.2.128/25" not in lines  # collapsed into the /24
     assert "/.*outbound\\.protection\\.outlook\\.com$/" in lines
     assert "mail.example.org" in lines
+
+
+# --- the width guard and the growth guard (issue 10) -------------------------------------------
+
+def _with_records(**records) -> dict:
+    zone = json.loads(json.dumps(ZONE))
+    zone["records"].update({name: {"TXT": [text]} for name, text in records.items()})
+    return zone
+
+
+# Each widening an attacker who controls one include (or a typo) can publish.
+WIDENED = {
+    "two /1 halves": "v=spf1 ip4:0.0.0.0/1 ip4:128.0.0.0/1 ~all",
+    "all of IPv6": "v=spf1 ip6:::/0 ~all",
+    "a/0": "v=spf1 a:host.gmail.test/0 ~all",
+    "a /11": "v=spf1 ip4:64.0.0.0/11 ~all",
+    "private space": "v=spf1 ip4:10.0.0.0/8 ~all",
+    "IPv6 /27": "v=spf1 ip6:2a00::/27 ~all",
+}
+
+
+@pytest.mark.parametrize("record", WIDENED.values(), ids=WIDENED.keys())
+def test_widened_include_fails_the_run_and_leaves_file_and_state_alone(server, tmp_path, record):
+    out = tmp_path / "list"
+    assert run_cli(server, "--output", str(out)).returncode == cli.EXIT_CHANGED
+    before, mtime = out.read_bytes(), out.stat().st_mtime_ns
+    zone = _with_records(**{"_nb2.gmail.test": record})
+    zone["records"]["host.gmail.test"] = {"A": ["192.0.2.77"]}
+    server.update(zone)
+
+    state_before = (tmp_path / "list.state.json").read_bytes()
+    report_file = tmp_path / "report.json"
+    result = run_cli(server, "--output", str(out), "--report", str(report_file))
+    assert result.returncode == cli.EXIT_FAILED, result.stderr
+    assert "refused netblock" in result.stderr
+    assert "include:_nb2.gmail.test" in result.stderr  # the chain that brought it
+    assert out.read_bytes() == before and out.stat().st_mtime_ns == mtime
+    assert (tmp_path / "list.state.json").read_bytes() == state_before
+
+    forced = run_cli(server, "--output", str(out), "--force")
+    assert forced.returncode == cli.EXIT_FAILED  # force accepts growth, never a refused netblock
+    assert out.read_bytes() == before
+
+
+def test_widened_include_without_last_good_list_writes_nothing(server, tmp_path):
+    server.update(_with_records(**{"_nb2.gmail.test": WIDENED["two /1 halves"]}))
+    out = tmp_path / "list"
+    result = run_cli(server, "--output", str(out))
+    assert result.returncode == cli.EXIT_FAILED
+    assert "0.0.0.0/1" in result.stderr and "wider than" in result.stderr
+    assert not out.exists()
+
+
+def test_documentation_ranges_are_refused_unless_allowed(server, tmp_path):
+    result = run_cli(server, "--output", str(tmp_path / "list"), guard=False)
+    assert result.returncode == cli.EXIT_FAILED
+    assert "special-purpose" in result.stderr
+    allowed = run_cli(server, "--output", str(tmp_path / "list"))  # --allow-network for each range
+    assert allowed.returncode == cli.EXIT_CHANGED, allowed.stderr
+
+
+def test_wider_floor_option_lets_a_wide_provider_through(server, tmp_path):
+    server.update(_with_records(**{"ses.test": "v=spf1 ip4:64.0.0.0/11 -all"}))
+    out = tmp_path / "list"
+    assert run_cli(server, "--output", str(out)).returncode == cli.EXIT_FAILED
+    result = run_cli(server, "--output", str(out), "--min-prefix4", "11")
+    assert result.returncode == cli.EXIT_CHANGED, result.stderr
+    assert "64.0.0.0/11" in out.read_text().splitlines()
+
+
+def _grow_five_times() -> dict:
+    # 203.0.113.0/24 -> five /24s: 5 times the addresses of ses.test.
+    return _with_records(**{"ses.test": "v=spf1 ip4:203.0.113.0/24 ip4:198.51.100.0/24 ip4:192.0.2.0/24 "
+                                        "ip4:45.0.0.0/23 -all"})
+
+
+def test_growth_by_five_times_is_refused_unless_forced(server, tmp_path):
+    out = tmp_path / "list"
+    assert run_cli(server, "--output", str(out)).returncode == cli.EXIT_CHANGED
+    before = out.read_bytes()
+    state_before = (tmp_path / "list.state.json").read_bytes()
+    server.update(_grow_five_times())
+
+    refused = run_cli(server, "--output", str(out))
+    assert refused.returncode == cli.EXIT_FAILED, refused.stderr
+    assert "ses.test grew from 256 to 1280 IPv4 addresses" in refused.stderr
+    assert out.read_bytes() == before
+    assert (tmp_path / "list.state.json").read_bytes() == state_before
+
+    forced = run_cli(server, "--output", str(out), "--force")
+    assert forced.returncode == cli.EXIT_CHANGED, forced.stderr
+    assert "45.0.0.0/23" in out.read_text().splitlines()
+
+
+def test_without_state_the_existing_file_is_the_baseline(server, tmp_path):
+    out = tmp_path / "list"
+    assert run_cli(server, "--output", str(out), domains=("ses.test",)).returncode == cli.EXIT_CHANGED
+    (tmp_path / "list.state.json").unlink()  # a new controller, a lost state: the file is still there
+    before = out.read_bytes()
+    server.update(_grow_five_times())
+
+    refused = run_cli(server, "--output", str(out), domains=("ses.test",))
+    assert refused.returncode == cli.EXIT_FAILED, refused.stderr
+    assert "grew from 256 to 1280 IPv4 addresses" in refused.stderr
+    assert "no state yet" in refused.stderr
+    assert out.read_bytes() == before
+    assert not (tmp_path / "list.state.json").exists()
+
+    server.update(_with_records(**{"ses.test": "v=spf1 ip4:203.0.113.0/26 -all"}))
+    shrunk = run_cli(server, "--output", str(out), domains=("ses.test",))
+    assert shrunk.returncode == cli.EXIT_FAILED
+    assert "lost 75.0%" in shrunk.stderr
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "x"])
+def test_a_port_out_of_range_is_a_usage_error(server, port):
+    result = run_cli(server, "--port", port)
+    assert result.returncode == cli.EXIT_USAGE
+    assert "not a port number" in result.stderr

@@ -10,18 +10,25 @@ import stat
 import pytest
 
 from spfwalk import update as update_mod
+from spfwalk.guards import GuardPolicy
 from spfwalk.model import NONE, OK, PERMERROR, TEMPERROR, RootResult, WalkReport
-from spfwalk.outputs import StaticEntryError, parse_static_entries
+from spfwalk.outputs import StaticEntryError
+from spfwalk.outputs import parse_static_entries as parse_static_entries_guarded
 from spfwalk.update import (
+    Limits,
+    OutputSpec,
     StateError,
     UpdateRefused,
     apply_update,
     default_state_path,
     dump_state,
+    networks_in,
+    plan_outputs,
     plan_update,
     read_state,
     write_atomically,
 )
+from tests.support.guard import doc_guard
 
 
 def nets(*texts):
@@ -46,7 +53,13 @@ def out(tmp_path):
 
 
 def plan(rep, out, static=None, **kwargs):
+    kwargs.setdefault("guard", doc_guard())
     return plan_update(rep, kwargs.pop("fmt", "postgrey"), static, str(out), None, **kwargs)
+
+
+def parse_static_entries(entries):
+    """Static entries in the documentation ranges, which these tests use and the guard refuses by default."""
+    return parse_static_entries_guarded(entries, doc_guard())
 
 
 def entries(content):
@@ -123,7 +136,7 @@ def test_plan_is_deterministic(out):
 
 
 def test_plan_without_output_path_writes_nothing_and_has_no_state(tmp_path):
-    p = plan_update(report(root("gmail.com", "172.217.0.0/19")), "cidr", None, None, None)
+    p = plan_update(report(root("gmail.com", "172.217.0.0/19")), "cidr", None, None, None, guard=doc_guard())
     assert p.refused is None
     assert p.state_path is None
     assert not p.changed
@@ -267,11 +280,11 @@ def test_shrink_with_force_is_written_with_a_warning(out):
 def test_shrink_within_max_and_growth_are_accepted(out):
     write_state(
         out.parent / (out.name + ".state.json"),
-        {"gmail.com": ["172.217.0.0/22"], "example.net": ["192.0.2.0/24"]},
+        {"gmail.com": ["172.217.0.0/22"], "example.net": ["45.0.0.0/24"]},
     )
     rep = report(
         root("gmail.com", "172.217.0.0/23", "172.217.2.0/24"),  # lost exactly 25 %
-        root("example.net", "192.0.2.0/23"),  # grew
+        root("example.net", "45.0.0.0/23"),  # doubled: within max_growth
         root("new.example", "198.51.100.0/24"),  # not in the old state: no guard
     )
     p = plan(rep, out)
@@ -348,7 +361,8 @@ def test_unreadable_state_file_is_an_error(out):
 def test_explicit_state_path(tmp_path, out):
     state = tmp_path / "elsewhere.json"
     state.write_text(dump_state({"gmail.com": nets("172.217.0.0/19")}))
-    p = plan_update(report(root("gmail.com", status=TEMPERROR)), "postgrey", None, str(out), str(state))
+    p = plan_update(report(root("gmail.com", status=TEMPERROR)), "postgrey", None, str(out), str(state),
+                    guard=doc_guard())
     assert p.state_path == str(state)
     assert p.kept_last_good == ["gmail.com"]
     assert p.previous_state_content == state.read_text()
@@ -427,3 +441,117 @@ def test_apply_writes_only_changed_files(out):
     assert apply_update(p) is True
     assert state.stat().st_mtime_ns == 1_000_000_000
     assert "192.0.2.0/24" in out.read_text()
+
+
+# --- the width guard, the growth guard, several outputs from one walk (issue 10) ---------------
+
+
+def walked(domain, *networks, chain=None):
+    """A root as the walker returns it, with the chain each netblock came from."""
+    result = root(domain, *networks)
+    result.provenance = {str(n): [chain or f"{domain} > ip4:{n}"] for n in result.networks}
+    return result
+
+
+@pytest.mark.parametrize("network", ["0.0.0.0/0", "0.0.0.0/1", "64.0.0.0/11", "10.1.0.0/16", "::/0",
+                                     "2a00::/27", "fe80::/64", "192.0.2.0/24"])
+def test_a_netblock_the_guard_refuses_fails_its_root_and_the_update(out, network):
+    write_state(out.parent / (out.name + ".state.json"), {"gmail.com": ["172.217.0.0/19"]})
+    chain = f"gmail.com > include:_netblocks.google.com > ip:{network}"
+    p = plan_update(report(walked("gmail.com", "172.217.0.0/19", network, chain=chain)), "postgrey", None,
+                    str(out), None)
+    assert p.refused is not None and network in p.refused and chain in p.refused
+    assert not p.changed
+    assert p.kept_last_good == ["gmail.com"]
+    assert p.roots["gmail.com"]["status"] == PERMERROR
+    assert entries(p.content) == ["172.217.0.0/19"]  # what stays in place
+
+
+def test_a_refused_netblock_without_last_good_list_refuses_the_update(out):
+    p = plan_update(report(walked("gmail.com", "0.0.0.0/1", "128.0.0.0/1")), "postgrey", None, str(out), None)
+    assert p.refused is not None and "0.0.0.0/1" in p.refused and "partial" in p.refused
+    assert not p.changed
+
+
+def test_force_never_accepts_a_refused_netblock(out):
+    p = plan_update(report(walked("gmail.com", "0.0.0.0/0")), "postgrey", None, str(out), None, force=True)
+    assert p.refused is not None
+
+
+def test_allowed_networks_and_a_lower_floor_let_a_lab_keep_its_own_networks(out):
+    lab = report(walked("lab.test", "172.30.53.96/29"), walked("wide.test", "64.0.0.0/11"))
+    assert plan_update(lab, "postgrey", None, str(out), None).refused is not None
+    guard = GuardPolicy.from_options(11, 28, ["172.30.53.0/24"])
+    p = plan_update(lab, "postgrey", None, str(out), None, guard=guard)
+    assert p.refused is None
+    assert entries(p.content) == ["64.0.0.0/11", "172.30.53.96/29"]
+
+
+def test_networks_that_collapse_wider_than_the_floor_are_refused(out):
+    # Two roots, each within the floor, that merge into a /11.
+    p = plan_update(report(walked("a.test", "64.0.0.0/12"), walked("b.test", "64.16.0.0/12")), "postgrey",
+                    None, str(out), None)
+    assert p.refused is not None and "after merging, 64.0.0.0/11" in p.refused
+
+
+def test_growth_beyond_max_growth_is_refused_unless_forced(out):
+    write_state(out.parent / (out.name + ".state.json"), {"gmail.com": ["172.217.0.0/22"]})
+    grown = report(walked("gmail.com", "172.217.0.0/22", "45.0.0.0/22", "46.0.0.0/22", "47.0.0.0/22",
+                          "48.0.0.0/22"))
+    p = plan(grown, out)
+    assert p.refused is not None and "gmail.com grew from 1024 to 5120 IPv4 addresses" in p.refused
+    forced = plan(grown, out, force=True)
+    assert forced.refused is None and any("written anyway" in warning for warning in forced.warnings)
+    assert plan(grown, out, max_growth=5.0).refused is None
+
+
+def test_a_new_address_family_is_not_growth(out):
+    write_state(out.parent / (out.name + ".state.json"), {"gmail.com": ["172.217.0.0/22"]})
+    p = plan(report(walked("gmail.com", "172.217.0.0/22", "2a00:1450:4000::/37")), out)
+    assert p.refused is None
+
+
+def test_without_state_the_existing_file_is_the_baseline(out):
+    out.write_text("# old list\n172.217.0.0/22\n")
+    p = plan(report(walked("gmail.com", "172.217.0.0/22", "45.0.0.0/20")), out)
+    assert p.refused is not None and "grew from 1024 to 5120" in p.refused and "no state yet" in p.refused
+    p = plan(report(walked("gmail.com", "172.217.0.0/24")), out)
+    assert p.refused is not None and "lost 75.0%" in p.refused
+
+
+def test_baseline_reads_every_format():
+    assert networks_in("# c\n172.217.0.0/19\tOK\n2001:4860::/32\tOK\n") == nets("172.217.0.0/19", "2001:4860::/32")
+    assert networks_in("# sqlgrey\n172.217.3\n172.217.4.5\n") == nets("172.217.3.0/24", "172.217.4.5/32")
+    assert networks_in("/.*google/\nmail.google.com\n^(?:.+\\.)?x\\.com$\n") == []
+
+
+def test_one_walk_renders_every_output_from_one_state(tmp_path):
+    rep = report(walked("gmail.com", "172.217.0.0/19", "2001:4860:4000::/36"))
+    outputs = [OutputSpec("postgrey", str(tmp_path / "whitelist_clients.local")),
+               OutputSpec("exim", str(tmp_path / "whitelist-hosts")),
+               OutputSpec("sqlgrey", None, parse_static_entries(["192.0.2.0/24"]))]
+    state = tmp_path / "state.json"
+    p = plan_outputs(rep, outputs, parse_static_entries(["mail.example.com"]), str(state), Limits(guard=doc_guard()))
+    assert [o.fmt for o in p.outputs] == ["postgrey", "exim", "sqlgrey"]
+    assert "mail.example.com" in entries(p.outputs[0].content)
+    assert "192.0.2" in entries(p.outputs[2].content)  # sqlgrey's class C form
+    assert apply_update(p) is True
+    assert read_state(str(state))[1] == {"gmail.com": nets("172.217.0.0/19", "2001:4860:4000::/36")}
+    assert (tmp_path / "whitelist-hosts").read_text() == p.outputs[1].content
+
+
+def test_a_pending_state_is_promoted_only_when_asked(tmp_path):
+    state = tmp_path / "state.json"
+    write_state(state, {"gmail.com": ["172.217.0.0/22"]})
+    before = state.read_bytes()
+    p = plan_outputs(report(walked("gmail.com", "172.217.0.0/21")), [OutputSpec("postgrey")], None, str(state))
+    apply_update(p, promote_state=False)
+    assert state.read_bytes() == before
+    assert update_mod.promote_pending_state(str(state)) is True
+    assert read_state(str(state))[1] == {"gmail.com": nets("172.217.0.0/21")}
+    assert update_mod.promote_pending_state(str(state)) is False
+
+
+def test_limits_are_validated():
+    with pytest.raises(ValueError, match="max_growth"):
+        Limits(max_growth=0.5)

@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 
+from .guards import DEFAULT_MIN_PREFIX4, DEFAULT_MIN_PREFIX6, GuardError, GuardPolicy
 from .outputs import FORMATS, OutputError, parse_static_entries
-from .update import apply_update, default_state_path, plan_update
+from .update import Limits, OutputSpec, apply_update, default_state_path, plan_outputs
 from .walker import WalkerOptions, walk_sync
 
 # Exit codes, so that cron or CI can tell the outcomes apart (argparse itself uses 2).
@@ -22,7 +23,7 @@ EPILOG = f"""exit codes:
   {EXIT_CHANGED}  the output was written (content changed)
   {EXIT_KEPT_LAST_GOOD}  some domains failed and kept their last known good netblocks (output complete)
   {EXIT_FAILED}  failed: nothing written (a domain failed with no last known good list, empty
-     result, refused shrink, bad static entry)
+     result, refused shrink or growth, refused netblock, bad static entry)
   {EXIT_USAGE}  bad command line
 """
 
@@ -41,14 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state", metavar="FILE", help="last-known-good state (default: FILE.state.json)")
     parser.add_argument("--nameserver", action="append", default=[], metavar="IP",
                         help="name server to ask (repeatable; default: the system's resolvers)")
-    parser.add_argument("--port", type=int, default=53, help="name server port (default: 53)")
+    parser.add_argument("--port", type=_port, default=53, help="name server port (default: 53)")
     parser.add_argument("--static", action="append", default=[], metavar="ENTRY",
                         help="extra CIDR, host name or postgrey /regex/ (repeatable)")
     parser.add_argument("--static-file", metavar="FILE",
                         help="file of static entries, one per line, # comments")
     parser.add_argument("--max-shrink", type=float, default=0.25, metavar="FRACTION",
                         help="refuse to drop more than this share of a domain's addresses (default: 0.25)")
-    parser.add_argument("--force", action="store_true", help="accept a larger shrink")
+    parser.add_argument("--max-growth", type=float, default=4.0, metavar="FACTOR",
+                        help="refuse a domain whose addresses grow more than this many times (default: 4)")
+    parser.add_argument("--force", action="store_true", help="accept a larger shrink or growth")
+    parser.add_argument("--min-prefix4", type=int, default=DEFAULT_MIN_PREFIX4, metavar="LENGTH",
+                        help="refuse IPv4 netblocks wider than this prefix length "
+                             f"(default: {DEFAULT_MIN_PREFIX4})")
+    parser.add_argument("--min-prefix6", type=int, default=DEFAULT_MIN_PREFIX6, metavar="LENGTH",
+                        help="refuse IPv6 netblocks wider than this prefix length "
+                             f"(default: {DEFAULT_MIN_PREFIX6})")
+    parser.add_argument("--allow-network", action="append", default=[], metavar="CIDR",
+                        help="a network you vouch for (e.g. a lab in private space): exempt from the "
+                             "width and special-purpose checks (repeatable)")
     parser.add_argument("--expand-over-limit", action="store_true",
                         help="keep domains that break the RFC 7208 lookup limits")
     parser.add_argument("--query-lifetime", type=float, default=2.0, metavar="SECONDS")
@@ -66,11 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not 0.0 <= args.max_shrink <= 1.0:
-        return _fail(f"--max-shrink must be between 0 and 1, got {args.max_shrink}")
     try:
-        static = parse_static_entries(args.static + _read_static_file(args.static_file))
-    except (OutputError, OSError) as exc:
+        limits = Limits(
+            max_shrink=args.max_shrink, max_growth=args.max_growth, force=args.force,
+            guard=GuardPolicy.from_options(args.min_prefix4, args.min_prefix6, args.allow_network),
+        )
+        static = parse_static_entries(args.static + _read_static_file(args.static_file), limits.guard)
+    except (GuardError, OutputError, OSError, ValueError) as exc:
         return _fail(str(exc))
 
     options = WalkerOptions(
@@ -87,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
     state = args.state or (default_state_path(args.output) if args.output else None)
     try:
-        plan = plan_update(report, args.format, static, args.output, state,
-                           max_shrink=args.max_shrink, force=args.force, cidr_action=args.cidr_action,
-                           sqlgrey_cidr=args.sqlgrey_cidr)
+        plan = plan_outputs(report, [OutputSpec(args.format, args.output)], static, state, limits,
+                            cidr_action=args.cidr_action, sqlgrey_cidr=args.sqlgrey_cidr)
     except (OutputError, OSError, ValueError) as exc:
         return _fail(str(exc))
     if plan.refused:
@@ -111,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     if plan.kept_last_good:
         return EXIT_KEPT_LAST_GOOD
     return EXIT_CHANGED if plan.changed else EXIT_UNCHANGED
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return port
 
 
 def _read_static_file(path: str | None) -> list[str]:
