@@ -59,9 +59,30 @@ def mailguard_split_static_entries(entries) -> dict:
     return {"networks": networks, "names": names}
 
 
+def mailguard_whitelist_outputs(formats, static_entries, build_dir="", file_names=None, baselines=None) -> list:
+    """The spf_netblocks module's outputs for one walk of the providers, one per format.
+
+    sqlgrey's client list takes only the static addresses (the sqlgrey role writes the names
+    into its own file); with build_dir, each output is also written there under its file name;
+    baselines (format -> content, e.g. read from a mail host) stand in for a missing state.
+    """
+    outputs = []
+    for fmt in formats:
+        output = {"format": fmt}
+        if fmt == "sqlgrey":
+            output["static_entries"] = mailguard_split_static_entries(static_entries)["networks"]
+        if build_dir:
+            output["dest"] = f"{str(build_dir).rstrip('/')}/{(file_names or {})[fmt]}"
+        if (baselines or {}).get(fmt) is not None:
+            output["previous_content"] = baselines[fmt]
+        outputs.append(output)
+    return outputs
+
+
 class FilterModule:
     def filters(self):
         return {
+            "mailguard_whitelist_outputs": mailguard_whitelist_outputs,
             "mailguard_invalid_networks": mailguard_invalid_networks,
             "mailguard_split_static_entries": mailguard_split_static_entries,
         }

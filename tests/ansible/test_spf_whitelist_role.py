@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.guard import DOC_NETWORKS
+
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
@@ -35,6 +37,8 @@ def playbook(dns_server, tmp_path):
             "spf_whitelist_nameservers": [server.address],
             "spf_whitelist_dns_port": server.port,
             "spf_whitelist_build_dir": str(build),
+            "spf_whitelist_state_file": str(tmp_path / "state" / "spf_whitelist.state.json"),
+            "spf_whitelist_allowed_networks": DOC_NETWORKS,
             "spf_whitelist_formats": ["postgrey", "cidr"],
             **overrides,
         }
@@ -74,7 +78,7 @@ def test_role_writes_every_format_then_changes_nothing(playbook):
         "192.0.2.0/24", "203.0.113.0/24", "2001:db8::/32"]
     assert "192.0.2.0/24\tOK" in (playbook.build / "provider_clients.cidr").read_text()
     resolve = task_result(out, "Resolve the providers")
-    ses = resolve["results"][0]["roots"]["ses.test"]
+    ses = resolve["roots"]["ses.test"]
     assert ses["unresolvable"] == ["ses.test > exists:%{i}.x.ses.test"]
 
     rc, out = playbook()
@@ -91,7 +95,7 @@ def test_check_mode_with_diff_shows_the_change_and_writes_nothing(playbook):
 
     rc, out = playbook("--check", "--diff")
     assert rc == 0
-    postgrey = task_result(out, "Resolve the providers")["results"][0]
+    postgrey = task_result(out, "Resolve the providers")
     assert postgrey["changed"] is True
     assert "+198.51.100.0/24" in "".join(
         line for line in _diff_lines(postgrey["diff"]))
@@ -113,7 +117,7 @@ def test_dns_failure_keeps_last_good_and_warns(playbook):
 
     rc, out = playbook()
     assert rc == 0
-    result = task_result(out, "Resolve the providers")["results"][0]
+    result = task_result(out, "Resolve the providers")
     assert result["kept_last_good"] == ["gmail.test"]
     assert result["roots"]["gmail.test"]["status"] == "temperror"
     task = task_result(out, "Resolve the providers")

@@ -27,5 +27,19 @@ def test_static_entries_split_between_sqlgrey_files():
                               r"/.*outbound\.protection\.outlook\.com$/"]
 
 
+def test_whitelist_outputs_one_per_format_with_sqlgrey_networks_only():
+    static = ["192.0.2.0/24", "mail.example.org"]
+    outputs = networks.mailguard_whitelist_outputs(
+        ["exim", "sqlgrey"], static, "/srv/lists/",
+        {"exim": "whitelist-hosts", "sqlgrey": "clients_ip_whitelist.local"},
+        {"exim": "# old\n192.0.2.0/24\n"})
+    assert outputs == [
+        {"format": "exim", "dest": "/srv/lists/whitelist-hosts", "previous_content": "# old\n192.0.2.0/24\n"},
+        {"format": "sqlgrey", "static_entries": ["192.0.2.0/24"], "dest": "/srv/lists/clients_ip_whitelist.local"},
+    ]
+    assert networks.mailguard_whitelist_outputs(["postgrey"], static) == [{"format": "postgrey"}]
+
+
 def test_filters_are_registered_under_their_names():
-    assert set(networks.FilterModule().filters()) == {"mailguard_invalid_networks", "mailguard_split_static_entries"}
+    assert set(networks.FilterModule().filters()) == {
+        "mailguard_invalid_networks", "mailguard_split_static_entries", "mailguard_whitelist_outputs"}
