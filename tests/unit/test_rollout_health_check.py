@@ -1,5 +1,6 @@
-"""The rollout's health check (roles/whitelist_rollout/files/rollout_health_check.py), run as the
-role runs it (python3 -c), against a stand-in policy service and SMTP greeter on loopback.
+"""The rollout's scripts, run as the role runs them (python3 -c): the health check
+(roles/whitelist_rollout/files/rollout_health_check.py) against a stand-in policy service, a stand-in
+`exim4 -be` and an SMTP greeter on loopback, and the rollback (rollout_restore.py) on files.
 
 The stand-ins answer the way the real daemons were seen to answer (postgrey: DUNNO /
 DEFER_IF_PERMIT ...; sqlgrey: "PREPEND X-Greylist: whitelisted ..." / "defer_if_permit ...");
@@ -9,16 +10,21 @@ the Molecule scenarios cluster and cluster-shared run the check against the real
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import socket
 import socketserver
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "roles/whitelist_rollout/files/rollout_health_check.py"
+FILES = Path(__file__).resolve().parents[2] / "roles/whitelist_rollout/files"
+SCRIPT = FILES / "rollout_health_check.py"
+RESTORE = FILES / "rollout_restore.py"
 WHITELISTED = ipaddress.ip_network("198.51.100.0/24")
 
 ANSWERS = {
@@ -28,7 +34,8 @@ ANSWERS = {
 }
 
 
-def policy_handler(style: str):
+def policy_handler(style: str, networks=(WHITELISTED,), asked=None):
+    """A greylist that whitelists the clients in networks (its list) and records who asked."""
     whitelisted, unknown = ANSWERS[style]
 
     class Handler(socketserver.StreamRequestHandler):
@@ -41,7 +48,9 @@ def policy_handler(style: str):
                 name, _, value = line.partition("=")
                 attributes[name] = value
             client = ipaddress.ip_address(attributes["client_address"])
-            action = whitelisted if client in WHITELISTED else unknown
+            if asked is not None:
+                asked.append(str(client))
+            action = whitelisted if any(client in network for network in networks) else unknown
             self.wfile.write(f"action={action}\n\n".encode())
 
     return Handler
@@ -82,20 +91,32 @@ def whitelist(tmp_path):
     return path
 
 
-def policy_service(style: str, transport: str, tmp_path):
+def policy_service(style: str, transport: str, tmp_path, networks=(WHITELISTED,), asked=None):
+    handler = policy_handler(style, networks, asked)
     if transport == "unix":
         path = str(tmp_path / "policy.sock")
-        return serve(UnixServer(path, policy_handler(style))), path
-    server = serve(TcpServer(("127.0.0.1", 0), policy_handler(style)))
+        return serve(UnixServer(path, handler)), path
+    server = serve(TcpServer(("127.0.0.1", 0), handler))
     return server, f"127.0.0.1:{server.server_address[1]}"
 
 
-def check(whitelist, policy, smtp, timeout="0"):
+def check(whitelist, policy, smtp, *extra, timeout="0", env=None):
     return subprocess.run(
         [sys.executable, "-c", SCRIPT.read_text(), f"--whitelist={whitelist}", f"--policy={policy}",
-         f"--smtp={smtp}", "--unknown-client=192.0.2.1", f"--timeout={timeout}", "--io-timeout=2"],
-        capture_output=True, text=True, timeout=30, check=False,
+         f"--smtp={smtp}", "--unknown-client=192.0.2.1", f"--timeout={timeout}", "--io-timeout=2", *extra],
+        capture_output=True, text=True, timeout=30, check=False, env=env,
     )
+
+
+def checked(style, tmp_path, whitelist, smtp, *extra, networks=(WHITELISTED,)):
+    """The check's result against a greylist whitelisting networks, and the clients it asked."""
+    asked = []
+    server, policy = policy_service(style, "tcp", tmp_path, networks, asked)
+    try:
+        return check(whitelist, policy, smtp, *extra), asked
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize("transport", ["tcp", "unix"])
@@ -141,3 +162,159 @@ def test_a_silent_smtp_port_is_named(tmp_path, whitelist):
         server.server_close()
     assert done.returncode == 1
     assert "Postfix does not answer" in done.stderr
+
+
+# --- both sides: inside networks of each family, outside addresses of each range -------------------
+
+# Ranges the check must prove greylisted, and its probe addresses there (the script's OUTSIDE_PROBES).
+LOW, HIGH, V6 = "0.0.0.0/1", "128.0.0.0/1", "2000::/3"
+EVERYTHING_BUT_THE_PROBE = [*ipaddress.ip_network("0.0.0.0/0").address_exclude(ipaddress.ip_network("192.0.2.0/24")),
+                            ipaddress.ip_network("::/0")]
+
+
+def in_range(clients, scope):
+    return [client for client in clients if ipaddress.ip_address(client) in ipaddress.ip_network(scope)]
+
+
+def write_list(path, entries):
+    path.write_text("# generated\n" + "".join(f"{entry}\n" for entry in entries))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("entries", "open_ranges"),
+    [
+        (["0.0.0.0/1"], [LOW]),  # one widened include: 192.0.2.1 is still deferred
+        (["::/0"], [V6]),
+        (["0.0.0.0/0"], [LOW, HIGH]),
+        (EVERYTHING_BUT_THE_PROBE, [LOW, HIGH, V6]),  # open to all but the one address the old check asked
+    ],
+    ids=["v4-low-half", "v6-all", "v4-all", "all-but-the-probe"],
+)
+def test_a_list_that_opens_the_greylist_is_not_healthy(entries, open_ranges, tmp_path, smtp):
+    path = write_list(tmp_path / "whitelist", [WHITELISTED, *entries])
+    networks = [WHITELISTED, *(ipaddress.ip_network(entry) for entry in entries)]
+    done, _ = checked("postgrey", tmp_path, path, smtp, networks=networks)
+    assert done.returncode == 1, done.stdout
+    for scope in open_ranges:
+        assert f"the whitelist covers {scope} (" in done.stderr, done.stderr
+    assert "the greylist is open" in done.stderr
+
+
+@pytest.mark.parametrize("style", ["postgrey", "sqlgrey"])
+def test_a_greylist_that_passes_all_but_the_unknown_client_is_not_healthy(style, tmp_path, whitelist, smtp):
+    # The list is fine, the daemon is not: it lets everyone through but 192.0.2.0/24.
+    done, _ = checked(style, tmp_path, whitelist, smtp, networks=EVERYTHING_BUT_THE_PROBE)
+    assert done.returncode == 1, done.stdout
+    for probe in ("1.2.3.4", "129.1.2.3", "2003:1::1"):
+        assert f"for {probe}, outside the whitelist, not DEFER_IF_PERMIT" in done.stderr, done.stderr
+
+
+def test_each_family_and_each_outside_range_is_asked(tmp_path, smtp):
+    # IPv4 comes first in a generated list: one sample must still reach the IPv6 network.
+    entries = ["198.51.100.0/24", "203.0.113.0/24", "100.64.0.0/24", "2001:db8:1::/48"]
+    path = write_list(tmp_path / "whitelist", entries)
+    done, asked = checked("postgrey", tmp_path, path, smtp, "--samples=1",
+                          networks=[ipaddress.ip_network(entry) for entry in entries])
+    assert done.returncode == 0, done.stderr
+    assert "2001:db8:1::" in asked and in_range(asked, "198.51.100.0/24"), asked
+    assert all(in_range(asked, scope) for scope in (LOW, HIGH, V6)), asked
+    assert "192.0.2.1" in asked
+
+
+def test_an_ipv6_network_the_greylist_does_not_whitelist_is_named(tmp_path, smtp):
+    # postgrey 1.34 and older read an IPv6 CIDR line as a string: the network is listed, not whitelisted.
+    path = write_list(tmp_path / "whitelist", ["198.51.100.0/24", "203.0.113.0/24", "2001:db8:1::/48"])
+    done, _ = checked("postgrey", tmp_path, path, smtp, "--samples=1",
+                      networks=[ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("203.0.113.0/24")])
+    assert done.returncode == 1, done.stdout
+    assert "for 2001:db8:1:: of the whitelisted 2001:db8:1::/48" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("entry", "network"),
+    [("1.2.3.4", "1.2.3.4/32"), ("1.2.3.0/24", "1.2.3.0/24"), ("1.2.3", "1.2.3.0/24")],
+    ids=["address", "cidr", "sqlgrey-class-c"],
+)
+def test_an_outside_probe_the_list_covers_is_skipped_for_the_next(entry, network, tmp_path, smtp):
+    path = write_list(tmp_path / "whitelist", [WHITELISTED, entry])
+    done, asked = checked("sqlgrey", tmp_path, path, smtp,
+                          networks=[WHITELISTED, ipaddress.ip_network(network)])
+    # Healthy: 1.2.3.4, whitelisted, was not asked to be deferred; the next probe was.
+    assert done.returncode == 0, done.stderr
+    assert "23.45.67.89" in asked, asked
+
+
+# --- Exim: the same questions to a stand-in `exim4 -be` ----------------------------------------------
+
+FAKE_EXIM = r'''
+import ipaddress, json, os, re, sys
+networks = [ipaddress.ip_network(n) for n in json.loads(os.environ["FAKE_EXIM_HOSTLIST"])]
+with open(os.environ["FAKE_EXIM_ASKED"], "a") as asked:
+    for line in sys.stdin:
+        client, matched, unmatched = re.fullmatch(
+            r"\$\{if match_ip\{(.+?)\}\{\+mailguard_greylist_whitelist\}\{(.+?)\}\{(.+?)\}\}", line.strip()).groups()
+        asked.write(client + "\n")
+        print("> " + (matched if any(ipaddress.ip_address(client) in n for n in networks) else unmatched))
+'''
+
+
+def exim_check(tmp_path, whitelist, smtp, hostlist):
+    """The check as the exim backend runs it, with exim4 on PATH answering for hostlist."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "exim4"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_EXIM}")
+    fake.chmod(0o755)
+    asked = tmp_path / "asked"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_EXIM_ASKED": str(asked),
+           "FAKE_EXIM_HOSTLIST": json.dumps([str(network) for network in hostlist])}
+    done = check(whitelist, "exim:mailguard_greylist_whitelist", smtp, env=env)
+    return done, asked.read_text().split() if asked.exists() else []
+
+
+def test_exim_is_asked_both_sides(tmp_path, whitelist, smtp):
+    done, asked = exim_check(tmp_path, whitelist, smtp, [WHITELISTED])
+    assert done.returncode == 0, done.stderr
+    assert all(in_range(asked, scope) for scope in (LOW, HIGH, V6)), asked
+    assert in_range(asked, str(WHITELISTED)) and "192.0.2.1" in asked, asked
+
+
+def test_an_exim_host_list_open_to_all_but_the_unknown_client_is_not_healthy(tmp_path, whitelist, smtp):
+    done, _ = exim_check(tmp_path, whitelist, smtp, EVERYTHING_BUT_THE_PROBE)
+    assert done.returncode == 1, done.stdout
+    assert "'DUNNO (in +mailguard_greylist_whitelist)' for 1.2.3.4, outside the whitelist" in done.stderr, done.stderr
+
+
+# --- the rollback: the previous list back, byte for byte, newer than the failed one ----------------
+
+
+def restore(*args):
+    return subprocess.run([sys.executable, "-c", RESTORE.read_text(), *map(str, args)],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_the_previous_list_comes_back_byte_for_byte_and_newer_than_the_failed_one(tmp_path):
+    previous, dest = tmp_path / "list.mailguard-previous", tmp_path / "list"
+    previous.write_bytes(b"# previous\n198.51.100.0/24\n\xe9\n")
+    previous.chmod(0o640)
+    os.utime(previous, (1_000_000_000, 1_000_000_000))  # kept with the old list's mtime
+    dest.write_text("0.0.0.0/1\n")
+    # The failed list's mtime may be this very second (or a skewed clock's future): sqlgrey, which
+    # compares whole seconds, rereads the restored file only if its mtime is a later second.
+    failed = int(time.time()) + 5.5
+    os.utime(dest, (failed, failed))
+    done = restore(f"--dest={dest}", f"--previous={previous}")
+    assert done.returncode == 0, done.stderr
+    assert dest.read_bytes() == previous.read_bytes()
+    assert dest.stat().st_mode & 0o777 == 0o640
+    assert int(dest.stat().st_mtime) > int(failed)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["list", "list.mailguard-previous"]
+
+
+def test_a_host_without_a_previous_list_gets_none_again(tmp_path):
+    dest = tmp_path / "list"
+    dest.write_text("0.0.0.0/1\n")
+    done = restore(f"--dest={dest}", "--none")
+    assert done.returncode == 0, done.stderr
+    assert not dest.exists()

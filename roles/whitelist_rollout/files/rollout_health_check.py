@@ -1,38 +1,59 @@
 """Health check of a mail host after a whitelist rollout, run on the host (python3 -c, stdlib only).
 
-Asks the running greylist (postgrey or sqlgrey) through Postfix's policy protocol
-(smtpd_access_policy), always with a sender never used before, so only the client whitelist can
-let it through: networks sampled from the installed whitelist must not be deferred (postgrey
-answers DUNNO, sqlgrey "PREPEND X-Greylist: whitelisted ..."), an unknown client must get
-DEFER_IF_PERMIT (still greylisting; the actions are case-insensitive). With --policy
-exim:HOSTLIST, Exim itself (exim4 -be, the live configuration and the installed file) says
-whether each client matches the named host list its greylisting ACL skips. Then the MTA must
-greet with 220. Retries until --timeout while a reloaded daemon comes back. Exit 0 healthy; 1 with the
-reason on stderr; the replies as JSON on stdout.
+Proves both sides of the installed whitelist to the running greylist (postgrey or sqlgrey, asked
+through Postfix's policy protocol smtpd_access_policy, always with a sender never used before, so
+only the client whitelist can let a request through):
+
+* inside: networks sampled from the file, at least one of each address family it holds, must not
+  be deferred (postgrey answers DUNNO, sqlgrey "PREPEND X-Greylist: whitelisted ...");
+* outside: one address the file does not cover in each IPv4 half (0.0.0.0/1, 128.0.0.0/1) and one
+  in 2000::/3 (global unicast), plus --unknown-client, must get DEFER_IF_PERMIT (still greylisting;
+  the actions are case-insensitive). A file that covers every probe address of such a range opens
+  the greylist to it: unhealthy without asking.
+
+With --policy exim:HOSTLIST, Exim itself (exim4 -be, the live configuration and the installed file)
+says whether each client matches the named host list its greylisting ACL skips. Then the MTA must
+greet with 220. Retries until --timeout while a reloaded daemon comes back. Exit 0 healthy; 1 with
+the reason on stderr; the replies as JSON on stdout.
 """
 
 import argparse
 import ipaddress
 import json
+import re
 import socket
 import subprocess
 import sys
 import time
 import uuid
 
+# Fixed probe addresses for the outside side, in global unicast space away from the special-purpose
+# and documentation ranges (the width floor refuses those in a list, so a probe there proves
+# nothing). The first one the installed list does not cover is asked: a deterministic check, which
+# still finds a probe when a provider happens to publish one of them.
+OUTSIDE_PROBES = {
+    "0.0.0.0/1": ("1.2.3.4", "23.45.67.89", "45.67.89.10", "89.10.11.12"),
+    "128.0.0.0/1": ("129.1.2.3", "151.10.11.12", "185.1.2.3", "203.1.2.3"),
+    "2000::/3": ("2003:1::1", "2600:1::1", "2a01:1::1", "2c0f:f000::1"),
+}
 
-def whitelisted_networks(path):
-    """The networks of a postgrey or sqlgrey whitelist file (host names, regexes, sqlgrey's class C
-    prefixes are not sampled)."""
-    networks = []
+# sqlgrey's class C prefix a.b.c: every address of a.b.c.0/24 is whitelisted.
+CLASS_C = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}$")
+
+
+def read_whitelist(path):
+    """The networks of a whitelist file, and every network it covers (those and sqlgrey's class C
+    prefixes). Only the former are sampled; host names and regexes are neither."""
+    networks, covered = [], []
     with open(path, encoding="latin-1") as handle:
         for raw in handle:
             text = raw.split("#", 1)[0].strip()
             try:
                 networks.append(ipaddress.ip_network(text, strict=False))
             except ValueError:
-                continue
-    return networks
+                if CLASS_C.match(text):
+                    covered.append(ipaddress.ip_network(f"{text}.0/24", strict=False))
+    return networks, [*networks, *covered]
 
 
 def sample(items, count):
@@ -42,6 +63,31 @@ def sample(items, count):
     if count <= 1:
         return items[:1]
     return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
+
+
+def sample_networks(networks, count):
+    """count networks shared out over the address families present, at least one of each: the file
+    lists IPv4 first, so a plain sample could leave IPv6 unasked."""
+    families = [family for version in (4, 6) if (family := [n for n in networks if n.version == version])]
+    share = max(1, count // len(families)) if families else 0
+    return [network for family in families for network in sample(family, share)]
+
+
+def outside_probes(covered):
+    """One probe address per range of OUTSIDE_PROBES that the list does not cover, and the ranges
+    where it covers every probe."""
+    probes, open_ranges = [], []
+    for scope, candidates in OUTSIDE_PROBES.items():
+        covering = {candidate: [n for n in covered if ipaddress.ip_address(candidate) in n]
+                    for candidate in candidates}
+        free = [candidate for candidate, networks in covering.items() if not networks]
+        if free:
+            probes.append(free[0])
+            continue
+        wide = sorted({str(n) for networks in covering.values() for n in networks})
+        open_ranges.append(f"the whitelist covers {scope} (its probe addresses are all in {', '.join(wide)}): "
+                           "the greylist is open")
+    return probes, open_ranges
 
 
 def connect(service, timeout):
@@ -121,29 +167,26 @@ def smtp_banner(service, timeout):
     return banner
 
 
-def problems(args, networks):
+def ask_greylist(policy, clients, timeout):
+    """The greylist's action for each client."""
+    if policy.startswith("exim:"):
+        return exim_actions(policy[len("exim:"):], clients, timeout)
+    return {client: policy_action(policy, client, timeout) for client in clients}
+
+
+def problems(args, inside, outside):
     """Every reason the host is not healthy (empty when it is), and the replies seen."""
-    found, replies = [], {}
-    # One client per sampled network (its first address), then the unknown client.
-    sampled = {str(network.network_address): network for network in sample(networks, args.samples)}
-    clients = [*sampled, args.unknown_client]
-    exim = args.policy.startswith("exim:")
+    # One client per sampled network (its first address).
+    sampled = {str(network.network_address): network for network in inside}
     try:
-        if exim:
-            replies.update(exim_actions(args.policy[len("exim:"):], clients, args.io_timeout))
-        else:
-            for client in clients:
-                replies[client] = policy_action(args.policy, client, args.io_timeout)
+        replies = ask_greylist(args.policy, list(dict.fromkeys([*sampled, *outside])), args.io_timeout)
     except OSError as exc:
-        return [f"the greylist's policy service {args.policy} does not answer: {exc}"], replies
-    for client, network in sampled.items():
-        if deferred(replies[client]):
-            found.append(f"the greylist answered {replies[client]!r} for {client} of the whitelisted {network}")
-    action = replies[args.unknown_client]
-    if not action.upper().startswith("DEFER_IF_PERMIT"):
-        found.append(f"the greylist answered {action!r} for the unknown client {args.unknown_client}, "
-                     "not DEFER_IF_PERMIT")
-    mta = "Exim" if exim else "Postfix"
+        return [f"the greylist's policy service {args.policy} does not answer: {exc}"], {}
+    found = [f"the greylist answered {replies[client]!r} for {client} of the whitelisted {network}"
+             for client, network in sampled.items() if deferred(replies[client])]
+    found += [f"the greylist answered {replies[client]!r} for {client}, outside the whitelist, not DEFER_IF_PERMIT"
+              for client in outside if not replies[client].upper().startswith("DEFER_IF_PERMIT")]
+    mta = "Exim" if args.policy.startswith("exim:") else "Postfix"
     try:
         banner = smtp_banner(args.smtp, args.io_timeout)
     except OSError as exc:
@@ -152,6 +195,29 @@ def problems(args, networks):
     if not banner.startswith("220"):
         found.append(f"{mta} greets {banner!r} on {args.smtp}, not 220")
     return found, replies
+
+
+def verdict(args):
+    """Why the host is unhealthy (None when it is healthy) and the replies seen, asked again until
+    --timeout while a reloaded greylist comes back."""
+    try:
+        networks, covered = read_whitelist(args.whitelist)
+    except OSError as exc:
+        return f"cannot read the installed whitelist: {exc}", {}
+    if not networks:
+        return f"{args.whitelist} holds no network", {}
+    probes, open_ranges = outside_probes(covered)
+    if open_ranges:  # the file itself is the problem: no retry changes it
+        return "; ".join(open_ranges), {}
+    inside = sample_networks(networks, args.samples)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        found, replies = problems(args, inside, [*probes, args.unknown_client])
+        if not found:
+            return None, replies
+        if time.monotonic() >= deadline:
+            return f"unhealthy after {args.timeout:g} s: " + "; ".join(found), replies
+        time.sleep(0.5)
 
 
 def main():
@@ -164,23 +230,10 @@ def main():
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("--io-timeout", type=float, default=5.0)
     args = parser.parse_args()
-    try:
-        networks = whitelisted_networks(args.whitelist)
-    except OSError as exc:
-        print(f"cannot read the installed whitelist: {exc}", file=sys.stderr)
-        return 1
-    if not networks:
-        print(f"{args.whitelist} holds no network", file=sys.stderr)
-        return 1
-    deadline = time.monotonic() + args.timeout
-    while True:
-        found, replies = problems(args, networks)
-        if not found or time.monotonic() >= deadline:
-            break
-        time.sleep(0.5)
-    print(json.dumps({"healthy": not found, "replies": replies}))
-    if found:
-        print(f"unhealthy after {args.timeout:g} s: " + "; ".join(found), file=sys.stderr)
+    reason, replies = verdict(args)
+    print(json.dumps({"healthy": reason is None, "replies": replies}))
+    if reason is not None:
+        print(reason, file=sys.stderr)
         return 1
     return 0
 
