@@ -282,7 +282,7 @@ def test_c_a_failing_health_check_names_the_host_and_the_reason():
         failures = re.findall(r"fatal: \[mx2\].*", run.output)
         assert failures, run.output
         print("failure:", failures[-1])
-        assert '"msg": "mx2: Require a healthy host' in failures[-1], failures[-1]
+        assert '"msg": "mx2: health check failed' in failures[-1], failures[-1]
         assert "Postfix does not answer on 127.0.0.1:25" in failures[-1], failures[-1]
         assert run.index(CHECK_TASK, "ok", "mx1") >= 0
         assert not any(event[2] == "mx3" for event in run.events if event[0].startswith("whitelist_rollout"))
@@ -300,3 +300,74 @@ def test_d_a_failing_include_keeps_the_last_known_good_list_everywhere(lab_dns):
     assert all(counts["changed"] == 0 for counts in run.recap.values()), run.output
     assert states() == before
     assert "172.30.53.136/29" in before["mx3"][2]
+
+
+# --- whitelist safety (issue 10) ------------------------------------------------------------------
+
+STATE = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "spf_whitelist.state.json"
+# An attacker who controls one include (or a typo) opens half of IPv4.
+WIDENED = "v=spf1 ip4:172.30.53.96/29 ip4:0.0.0.0/1 ip6:2001:db8:53::/48 ~all"
+# Grows by a block the next test makes mx2's health check refuse.
+GROWN_FOR_ROLLBACK = ("v=spf1 ip4:172.30.53.96/29 ip4:172.30.53.112/29 ip4:172.30.53.136/29 "
+                      "ip4:172.30.53.144/29 ip6:2001:db8:53::/48 ~all")
+
+
+def greylist_action(name: str, client: str) -> str:
+    """postgrey's answer on a host for a new triplet from client (a real policy request)."""
+    script = (
+        "import socket, uuid\n"
+        "request = {'request': 'smtpd_access_policy', 'protocol_state': 'RCPT', 'client_address': "
+        f"'{client}', 'client_name': 'unknown', 'sender': 'probe-' + uuid.uuid4().hex[:12] + '@x.test', "
+        "'recipient': 'alice@lab.test'}\n"
+        "with socket.create_connection(('127.0.0.1', 10023), timeout=5) as conn:\n"
+        "    conn.sendall((''.join(f'{k}={v}\\n' for k, v in request.items()) + '\\n').encode())\n"
+        "    print(conn.recv(4096).decode().split('action=', 1)[1].split('\\n', 1)[0])\n"
+    )
+    done = subprocess.run(["docker", "exec", "-i", name, "python3", "-"], input=script, text=True,
+                          capture_output=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.timeout(600)
+def test_e_a_widened_include_stops_the_run_before_any_host_changes(lab_dns):
+    before, state_before = states(), STATE.read_bytes()
+    lab_dns(WIDENED)
+    run = rollout()
+    assert run.rc != 0, run.output
+    flat = run.flat()
+    assert "refused netblock 0.0.0.0/1" in flat, run.output
+    assert "include:_netblocks.bigpool.test" in flat, run.output  # the chain that brought it
+    assert not any(event[0].startswith("whitelist_rollout") for event in run.events), run.output
+    assert states() == before
+    assert STATE.read_bytes() == state_before
+    print("refused:", re.search(r"refused netblock 0\.0\.0\.0/1[^;]*", flat).group(0))
+
+
+@pytest.mark.timeout(600)
+def test_f_a_host_whose_check_fails_gets_its_previous_list_back(lab_dns, tmp_path):
+    before, state_before = states(), STATE.read_bytes()
+    lab_dns(GROWN_FOR_ROLLBACK)
+    # mx2's health check must see 172.30.53.145 deferred, and the new list whitelists it: the check
+    # fails after the install, as it would for a list that opens the greylist too far.
+    extra = tmp_path / "mx2-check.yml"
+    extra.write_text(yaml.safe_dump({"all": {"hosts": {"mx2": {"whitelist_rollout_unknown_client": "172.30.53.145"}}}}))
+    run = rollout("-i", str(extra))
+    assert run.rc != 0, run.output
+    failure = re.findall(r"fatal: \[mx2\].*", run.output)
+    assert failure, run.output
+    print("failure:", failure[-1])
+    assert "restored the previous whitelist" in failure[-1], failure[-1]
+    after = states()
+    assert "172.30.53.144/29" in after["mx1"][2]  # the canary passed and keeps the new list
+    assert after["mx2"][0] == before["mx2"][0], "mx2 did not get its previous list back byte for byte"
+    assert after["mx3"] == before["mx3"], "mx3 (not reached) was touched"
+    # mx2 still greylists: a client outside the list is deferred, one inside passes.
+    assert greylist_action("mx2", "172.30.53.145").upper().startswith("DEFER_IF_PERMIT")
+    assert greylist_action("mx2", "172.30.53.97").upper().startswith("DUNNO")
+    # The controller did not promote the new netblocks: the last known good state is the old one.
+    assert STATE.read_bytes() == state_before
+    # Repaired (the check no longer refuses): the next run brings every host to the new list.
+    run = rollout()
+    assert run.rc == 0, run.output
+    assert len({sha for sha, _, _ in states().values()}) == 1
+    assert "172.30.53.144" in STATE.read_text()
