@@ -236,6 +236,7 @@ try:
         OutputSpec,
         apply_update,
         default_state_path,
+        discard_pending_state,
         plan_outputs,
     )
     from ansible.module_utils.spfwalk.walker import WalkerOptions, walk_sync
@@ -321,6 +322,8 @@ def run_module() -> None:
         module.warn(warning)
     if plan.changed and not module.check_mode:
         apply_update(plan, promote_state=params["promote_state"])
+    if state_path and not params["promote_state"] and not plan.state_changed and not module.check_mode:
+        discard_pending_state(state_path)
 
     result = dict(
         changed=plan.changed,

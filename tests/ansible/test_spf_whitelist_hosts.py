@@ -154,3 +154,21 @@ def test_without_state_the_hosts_lists_are_the_baseline(cluster):
     assert "grew from 256 to 1280 IPv4 addresses" in json.dumps(out)
     assert {host: path.read_bytes() for host, path in cluster.files.items()} == before
     assert not cluster.state.exists()
+
+
+def test_a_pending_state_of_a_failed_run_is_never_promoted_later(cluster):
+    assert cluster()[0] == 0
+    state_before = cluster.state.read_bytes()
+    pending = cluster.state.with_name(cluster.state.name + ".pending")
+    cluster.server.update({"records": {**ZONE["records"], **GROWN}})
+    failing = {"mx-b": {"spf_whitelist_installs": [
+        {"format": "exim", "dest": str(cluster.files["mx-b"]), "validate": "/bin/false %s"}]}}
+    assert cluster(host_vars=failing)[0] != 0
+    assert pending.exists()
+    # The record goes back to what the state holds: this run has nothing new to promote.
+    cluster.server.update(ZONE)
+    working = {"mx-b": {"spf_whitelist_installs": [{"format": "exim", "dest": str(cluster.files["mx-b"])}]}}
+    rc, out = cluster(host_vars=working)
+    assert rc == 0, json.dumps(out)[-3000:]
+    assert cluster.state.read_bytes() == state_before
+    assert not pending.exists()

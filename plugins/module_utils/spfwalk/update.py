@@ -503,6 +503,19 @@ def apply_update(plan: UpdatePlan, *, promote_state: bool = True) -> bool:
     return written
 
 
+def discard_pending_state(state_path: str) -> bool:
+    """Remove a pending state left by a run that did not finish (False when there is none).
+
+    A run whose new state equals the last known good one writes no pending state; a stale one
+    from an earlier, failed rollout must not be promoted at its end instead.
+    """
+    try:
+        os.unlink(pending_state_path(state_path))
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def promote_pending_state(state_path: str) -> bool:
     """Make a pending state the last known good one; False when there is none."""
     pending = pending_state_path(state_path)
