@@ -84,7 +84,8 @@ def test_every_host_gets_its_own_format_from_one_walk(cluster):
     assert rc == 0, json.dumps(out)[-3000:]
     assert entries(cluster.files["mx-a"]) == ["192.0.2.0/24", "2001:db8::/32"]
     assert entries(cluster.files["mx-b"]) == ["192.0.2.0/24", "2001:db8::/32"]
-    resolves = tasks_named(out, "Resolve the providers")
+    resolves = [task for task in tasks_named(out, "Resolve the providers' SPF netblocks")
+                if not all(result.get("skipped") for result in task["hosts"].values())]
     assert len(resolves) == 1 and len(resolves[0]["hosts"]) == 1  # one walk, run once
     result = next(iter(resolves[0]["hosts"].values()))
     assert sorted(result["contents"]) == ["exim", "postgrey"]
