@@ -3,41 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from spfwalk import cli
-from tests.support.guard import allow_doc_args
-
-REPO = Path(__file__).resolve().parents[2]
-
-ZONE = {
-    "records": {
-        "gmail.test": {"TXT": ["v=spf1 redirect=_spf.gmail.test"]},
-        "_spf.gmail.test": {"TXT": ["v=spf1 include:_nb1.gmail.test include:_nb2.gmail.test ~all"]},
-        "_nb1.gmail.test": {"TXT": ["v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/24 ~all"]},
-        "_nb2.gmail.test": {"TXT": ["v=spf1 ip6:2001:db8::/32 ~all"]},
-        "ses.test": {"TXT": ["v=spf1 ip4:203.0.113.0/24 -all"]},
-    },
-}
-
-
-def run_cli(server, *args: str, domains=("gmail.test", "ses.test"), guard=True) -> subprocess.CompletedProcess:
-    """The command against the lab server; guard=True allows the documentation ranges of the zones."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "plugins" / "module_utils"))
-    command = [sys.executable, "-m", "spfwalk.cli", *domains,
-               "--nameserver", server.address, "--port", str(server.port),
-               *(allow_doc_args() if guard else []), *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
-
-
-@pytest.fixture
-def server(dns_server):
-    return dns_server(ZONE)
+from tests.cli.cli_lab import ZONE, run_cli
 
 
 def test_first_run_writes_then_second_run_is_unchanged(server, tmp_path):
