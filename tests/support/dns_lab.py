@@ -44,11 +44,15 @@ class DnsServerProcess:
     """A running tests.support.dns_server subprocess.
 
     ``tmp_path`` holds the zone, log and stderr files; when omitted a
-    temporary directory is created and removed on stop().
+    temporary directory is created and removed on stop(). ``port`` 0 picks a free
+    one; several servers on different 127.0.0.x addresses can share one port, as
+    the name servers of a resolv.conf do.
     """
 
-    def __init__(self, zone: dict, address: str = "127.0.0.1", tmp_path: str | Path | None = None):
+    def __init__(self, zone: dict, address: str = "127.0.0.1", tmp_path: str | Path | None = None,
+                 port: int = 0):
         self.address = address
+        self._wanted_port = port
         self.port: int | None = None
         self._own_dir = tmp_path is None
         self.workdir = Path(tempfile.mkdtemp(prefix="dns-lab-") if tmp_path is None else tmp_path)
@@ -74,7 +78,7 @@ class DnsServerProcess:
             # block the server in the middle of a benchmark.
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "tests.support.dns_server", "--zone", str(self.zone_path),
-                 "--address", self.address, "--port", "0", "--log", str(self.log_path)],
+                 "--address", self.address, "--port", str(self._wanted_port), "--log", str(self.log_path)],
                 cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr,
             )
         try:
@@ -202,6 +206,6 @@ class DnsServerProcess:
 
 
 def start_dns_server(zone: dict, address: str = "127.0.0.1",
-                     tmp_path: str | Path | None = None) -> DnsServerProcess:
+                     tmp_path: str | Path | None = None, port: int = 0) -> DnsServerProcess:
     """Start a server and return it running; call .stop() (or use ``with``) when done."""
-    return DnsServerProcess(zone, address, tmp_path).start()
+    return DnsServerProcess(zone, address, tmp_path, port).start()

@@ -32,7 +32,10 @@ Zone file (JSON)::
         "slow.example.com": {"delay_ms": 500},         # answer late
         "gone.example.com": {"drop": true},            # never answer
         "big.example.com": {"truncate": true},         # UDP: TC reply, TCP: full answer
-        "x.example.com": {"drop": true, "types": ["TXT"]}}}  # only for these qtypes
+        "x.example.com": {"drop": true, "types": ["TXT"]},   # only for these qtypes
+        "no.example.com": {"rcode": "REFUSED"},        # any rcode, by name
+        "d.example.com": {"decoy": "wrong_id"},        # UDP: a decoy datagram first
+        "*": {"rcode": "REFUSED"}}}                    # every name without a fault of its own
 
 Semantics:
 
@@ -51,10 +54,16 @@ Semantics:
 * A UDP answer larger than the client's limit (512 bytes, or its EDNS payload
   size) is replaced by a TC reply, as a real server does, so large records
   exercise the client's TCP fallback.  The "truncate" fault forces that.
-* Faults apply to the exact name only.  "delay_ms" of a fault adds to the
-  global one.  Delays are timers counted from the query's arrival, so slow
+* Faults apply to the exact name only; the name "*" applies to every name
+  without a fault of its own (a server that refuses everything).  "delay_ms"
+  of a fault adds to the global one.  Delays are timers counted from the query's arrival, so slow
   answers never hold up other queries: concurrent queries are answered
   concurrently.  "drop" over TCP keeps the connection open and silent.
+* "decoy" (UDP only) sends one more datagram just before the reply, from the
+  same address: "wrong_id" (the reply with another ID), "other_question" (a
+  reply to another name, with the query's ID) or "pointer_loop" (the query's
+  ID and question, then an answer whose owner name is a compression pointer to
+  itself).  With "drop" the decoy is all the client gets.
 * Malformed packets get FORMERR when a header can be read, else are ignored.
 
 Query log: one JSON line per received query, written before any fault is
@@ -94,6 +103,7 @@ from dnslib import (
     TXT,
     A,
     DNSHeader,
+    DNSQuestion,
     DNSRecord,
 )
 
@@ -155,6 +165,8 @@ class Fault:
     drop: bool = False
     truncate: bool = False
     delay_ms: float = 0.0
+    rcode: int | None = None  # answer this rcode, with no records
+    decoy: str | None = None  # one of DECOYS
     types: frozenset[str] | None = None  # None = every qtype
 
     def applies_to(self, qtype: str) -> bool:
@@ -162,6 +174,7 @@ class Fault:
 
 
 NO_FAULT = Fault()
+DECOYS = ("wrong_id", "other_question", "pointer_loop")
 
 
 @dataclass
@@ -178,7 +191,7 @@ class Zone:
         return name in self.existing
 
     def fault_for(self, name: str, qtype: str) -> Fault:
-        fault = self.faults.get(name, NO_FAULT)
+        fault = self.faults.get(name) or self.faults.get("*", NO_FAULT)
         return fault if fault.applies_to(qtype) else NO_FAULT
 
 
@@ -198,15 +211,24 @@ def parse_rrsets(name: str, rrsets: dict) -> dict[str, list]:
 
 
 def parse_fault(name: str, spec: dict) -> Fault:
-    unknown = set(spec) - {"servfail", "drop", "truncate", "delay_ms", "types"}
+    unknown = set(spec) - {"servfail", "drop", "truncate", "delay_ms", "rcode", "decoy", "types"}
     if unknown:
         raise ValueError(f"{name}: unknown fault keys {sorted(unknown)}")
+    if spec.get("decoy") not in (None, *DECOYS):
+        raise ValueError(f"{name}: decoy must be one of {', '.join(DECOYS)}")
+    rcode = spec.get("rcode")
+    if rcode is not None:
+        rcode = RCODE.reverse.get(str(rcode).upper())
+        if rcode is None:
+            raise ValueError(f"{name}: unknown rcode {spec['rcode']!r}")
     types = spec.get("types")
     return Fault(
         servfail=bool(spec.get("servfail", False)),
         drop=bool(spec.get("drop", False)),
         truncate=bool(spec.get("truncate", False)),
         delay_ms=float(spec.get("delay_ms", 0)),
+        rcode=rcode,
+        decoy=spec.get("decoy"),
         types=None if types is None else frozenset(t.upper() for t in types),
     )
 
@@ -327,8 +349,9 @@ class DnsServer:
         self.zone_path = zone_path
         self.log = log
         self.resolver = Resolver(load_zone(zone_path))
-        # (query bytes after the ID, transport) -> (name, qtype, reply after the ID or None, delay)
-        self._replies: dict[tuple[bytes, str], tuple[str, str, bytes | None, float]] = {}
+        # (query bytes after the ID, transport) -> (name, qtype, datagrams, delay); a datagram
+        # is (whether its ID is the query's with every bit flipped, its bytes after the ID)
+        self._replies: dict[tuple[bytes, str], tuple[str, str, tuple[tuple[bool, bytes], ...], float]] = {}
 
     def reload(self) -> None:
         try:
@@ -339,8 +362,8 @@ class DnsServer:
         self._replies = {}
         self.log.write({"event": "reloaded"})
 
-    def prepare(self, data: bytes, transport: str, received: float) -> tuple[bytes | None, float]:
-        """(wire reply or None to stay silent, loop time to send it at) for one packet.
+    def prepare(self, data: bytes, transport: str, received: float) -> tuple[list[bytes], float]:
+        """(wire replies in sending order, none to stay silent; loop time to send them at) for one packet.
 
         ``received`` is the loop time the packet arrived: the injected delay counts from
         there, and the reply is built before the delay, not after it.
@@ -350,40 +373,65 @@ class DnsServer:
             try:
                 query = DNSRecord.parse(data)
             except Exception:
-                return formerr_for(data), received
+                return _listed(formerr_for(data)), received
             if query.header.qr or len(query.questions) != 1:
-                return (None if query.header.qr else formerr_for(data)), received
+                return ([] if query.header.qr else _listed(formerr_for(data))), received
             if query.header.opcode != OPCODE.QUERY:  # NOTIFY, UPDATE, ...: not ours to serve
-                return reply_skeleton(query, opcode=query.header.opcode, rcode=RCODE.NOTIMP).pack(), received
+                return [reply_skeleton(query, opcode=query.header.opcode, rcode=RCODE.NOTIMP).pack()], received
             try:
                 cached = self._prepare_answer(query, transport)
             except Exception as exc:  # a bug here must cost one answer, not the server
                 print(f"dns_server: error answering {query.q.qname}: {exc!r}", file=sys.stderr)
-                return reply_skeleton(query, rcode=RCODE.SERVFAIL).pack(), received
+                return [reply_skeleton(query, rcode=RCODE.SERVFAIL).pack()], received
             self._replies[(data[2:], transport)] = cached
-        name, qtype, reply_tail, delay_ms = cached
+        name, qtype, datagrams, delay_ms = cached
         # Logged before any fault applies, so a dropped query is in the log too.
         self.log.write({"name": name, "type": qtype, "transport": transport, "t": time.monotonic()})
-        reply = None if reply_tail is None else data[:2] + reply_tail
-        return reply, received + delay_ms / 1000
+        flipped = bytes(byte ^ 0xFF for byte in data[:2])
+        return [(flipped if flip else data[:2]) + tail for flip, tail in datagrams], received + delay_ms / 1000
 
-    def _prepare_answer(self, query: DNSRecord, transport: str) -> tuple[str, str, bytes | None, float]:
+    def _prepare_answer(self, query: DNSRecord, transport: str):
         resolver = self.resolver
         name, qtype = normalise(wire_name(query.q.qname)), qtype_name(query.q.qtype)
         fault = resolver.zone.fault_for(name, qtype)
-        reply = None if fault.drop else self._reply(resolver, query, transport, fault)
-        return name, qtype, None if reply is None else reply[2:], resolver.zone.delay_ms + fault.delay_ms
+        datagrams = []
+        if fault.decoy and transport == "udp":
+            datagrams.append(self._decoy(resolver, query, fault.decoy))
+        if not fault.drop:
+            datagrams.append((False, self._reply(resolver, query, transport, fault)[2:]))
+        return name, qtype, tuple(datagrams), resolver.zone.delay_ms + fault.delay_ms
+
+    @staticmethod
+    def _decoy(resolver, query: DNSRecord, kind: str) -> tuple[bool, bytes]:
+        if kind == "wrong_id":
+            return True, resolver.answer(query).pack()[2:]
+        if kind == "other_question":
+            other = DNSRecord(query.header, questions=[DNSQuestion(f"decoy.{wire_name(query.q.qname)}", query.q.qtype)])
+            return False, resolver.answer(other).pack()[2:]
+        # pointer_loop: our question, then one answer whose owner is a pointer to itself
+        wire = bytearray(DNSRecord(DNSHeader(id=0, qr=1, aa=1, ra=1, rd=query.header.rd),
+                                   questions=[query.q]).pack())
+        wire[6:8] = struct.pack("!H", 1)  # ANCOUNT
+        loop_at = len(wire)
+        wire += struct.pack("!HHHIH", 0xC000 | loop_at, QTYPE.TXT, CLASS.IN, 60, 0)
+        return False, bytes(wire[2:])
 
     @staticmethod
     def _reply(resolver, query: DNSRecord, transport: str, fault) -> bytes:
         if fault.servfail:
             return reply_skeleton(query, rcode=RCODE.SERVFAIL).pack()
+        if fault.rcode is not None:
+            return reply_skeleton(query, rcode=fault.rcode).pack()
         if transport == "udp" and fault.truncate:
             return reply_skeleton(query, tc=1).pack()
         wire = resolver.answer(query).pack()
         if transport == "udp" and len(wire) > udp_limit(query):
             return reply_skeleton(query, tc=1).pack()
         return wire
+
+
+def _listed(reply: bytes | None) -> list[bytes]:
+    return [] if reply is None else [reply]
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -396,19 +444,20 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:
         loop = asyncio.get_running_loop()
-        reply, send_at = self.server.prepare(data, "udp", loop.time())
-        if reply is None:
+        replies, send_at = self.server.prepare(data, "udp", loop.time())
+        if not replies:
             return
         # A timer, not a task per datagram: cheaper, and a delayed answer never holds up
         # the next query.
         if send_at > loop.time():
-            loop.call_at(send_at, self._send, reply, addr)
+            loop.call_at(send_at, self._send, replies, addr)
         else:
-            self._send(reply, addr)
+            self._send(replies, addr)
 
-    def _send(self, reply: bytes, addr) -> None:
+    def _send(self, replies: list[bytes], addr) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(reply, addr)
+            for reply in replies:
+                self.transport.sendto(reply, addr)
 
 
 class TcpConnection:
@@ -458,12 +507,13 @@ class TcpConnection:
             return None
 
     async def _answer(self, data: bytes, received: float) -> None:
-        reply, send_at = self.server.prepare(data, "tcp", received)
+        replies, send_at = self.server.prepare(data, "tcp", received)
         loop = asyncio.get_running_loop()
         if send_at > loop.time():
             await asyncio.sleep(send_at - loop.time())
-        if reply is None:
+        if not replies:
             return  # "drop": stay silent and keep the connection, like a stuck server
+        (reply,) = replies  # decoys are UDP only
         # The lock keeps length prefix + message of concurrent replies contiguous.
         async with self.write_lock:
             try:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
 import dns.query
 import dns.rcode
@@ -312,3 +313,62 @@ def test_sigterm_exits_cleanly_and_plain_api_works(tmp_path):
 def test_start_failure_reports_the_servers_stderr(tmp_path):
     with pytest.raises(DnsServerError, match="unsupported record type"):
         DnsServerProcess({"records": {"example.com": {"BOGUS": ["x"]}}}, tmp_path=tmp_path).start()
+
+
+# -- faults for the DNS client's tests: rcodes, a server failing everything, decoys -----------
+
+
+def test_rcode_fault_and_the_wildcard_for_every_name(dns_server):
+    server = dns_server({"records": {"ok.example.com": {"TXT": ["v=spf1 -all"]}, "no.example.com": {}},
+                         "faults": {"no.example.com": {"rcode": "notimp"}, "*": {"rcode": "REFUSED"}}})
+    for transport in ("udp", "tcp"):
+        assert ask(server, "ok.example.com", transport=transport).rcode() == dns.rcode.REFUSED
+        assert ask(server, "nowhere.example", transport=transport).rcode() == dns.rcode.REFUSED
+        assert ask(server, "no.example.com", transport=transport).rcode() == dns.rcode.NOTIMP  # its own fault wins
+
+
+def _udp_datagrams(server, name: str, count: int) -> tuple[dns.message.Message, list[bytes]]:
+    query = dns.message.make_query(name, "TXT")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.sendto(query.to_wire(), (server.address, server.port))
+        return query, [sock.recv(65535) for _ in range(count)]
+
+
+@pytest.mark.parametrize("decoy", ["wrong_id", "other_question"])
+def test_a_decoy_comes_just_before_the_reply(dns_server, decoy):
+    server = dns_server({"records": {"d.example.com": {"TXT": ["v=spf1 -all"]}},
+                         "faults": {"d.example.com": {"decoy": decoy}}})
+    query, (first, second) = _udp_datagrams(server, "d.example.com", 2)
+    fake, real = dns.message.from_wire(first), dns.message.from_wire(second)
+    assert not query.is_response(fake) and query.is_response(real)
+    assert strings(real) == [(b"v=spf1 -all",)]
+    if decoy == "wrong_id":
+        assert fake.id == query.id ^ 0xFFFF and strings(fake) == [(b"v=spf1 -all",)]
+    else:
+        assert (fake.id, fake.question[0].name.to_text()) == (query.id, "decoy.d.example.com.")
+    assert strings(ask(server, "d.example.com", transport="tcp")) == [(b"v=spf1 -all",)]  # UDP only
+
+
+def test_a_pointer_loop_decoy_is_refused_by_dnspython(dns_server):
+    server = dns_server({"records": {"loop.example.com": {"TXT": ["v=spf1 -all"]}},
+                         "faults": {"loop.example.com": {"decoy": "pointer_loop", "drop": True}}})
+    query, (crafted,) = _udp_datagrams(server, "loop.example.com", 1)
+    assert crafted[:2] == query.to_wire()[:2]  # our ID: only the parser can tell it is bad
+    with pytest.raises(dns.name.BadPointer):
+        dns.message.from_wire(crafted)
+
+
+@pytest.mark.parametrize("fault, error", [({"decoy": "bogus"}, "decoy must be one of"),
+                                          ({"rcode": "NOPE"}, "unknown rcode")])
+def test_bad_fault_values_are_refused(tmp_path, fault, error):
+    with pytest.raises(DnsServerError, match=error):
+        DnsServerProcess({"records": {}, "faults": {"x.example": fault}}, tmp_path=tmp_path).start()
+
+
+def test_servers_on_two_addresses_can_share_a_port(tmp_path):
+    with start_dns_server({"records": {"example.com": {}}}, "127.0.0.2", tmp_path) as one, \
+            start_dns_server({"records": {}}, "127.0.0.3", tmp_path, port=one.port) as two:
+        assert two.port == one.port
+        assert ask(one, "example.com").rcode() == dns.rcode.NOERROR
+        assert ask(two, "example.com").rcode() == dns.rcode.NXDOMAIN

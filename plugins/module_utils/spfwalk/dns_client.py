@@ -1,7 +1,11 @@
-"""Asynchronous DNS look-ups for the walker: concurrent, bounded, de-duplicated.
+"""Asynchronous DNS look-ups for the walker: concurrent, bounded, de-duplicated, on dnspython.
 
-Every (name, type) question is put on the wire once per walk, however many roots or
-includes reach it: the first asker starts the query, later askers await the same task.
+dnspython builds and reads every message (dns.message), puts it on the wire and takes
+the reply off it (dns.asyncquery on dns.asyncbackend sockets, TCP after a truncated
+reply). What is the walker's own stays here: every (name, type) question is asked once
+per walk, however many roots or includes reach it (the first asker starts the query,
+later askers await the same task); at most max_in_flight questions are out at once;
+each question has a lifetime, retransmissions and fail-over to the next name server.
 The walker only needs the small ``Lookup`` protocol below, so tests may inject a fake
 resolver while the behaviour tests use this client against a real DNS server.
 """
@@ -9,19 +13,20 @@ resolver while the behaviour tests use this client against a real DNS server.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import secrets
 import socket
-import struct
-import time
 from dataclasses import dataclass, field
 
+import dns.asyncbackend
+import dns.asyncquery
 import dns.exception
+import dns.flags
+import dns.inet
+import dns.message
 import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
 import dns.resolver
-
-from . import dns_wire
 
 # Answer statuses. NXDOMAIN and NODATA are "void" answers in RFC 7208 terms; SERVFAIL and
 # TIMEOUT make the term a temperror.
@@ -33,6 +38,10 @@ TIMEOUT = "timeout"
 
 # Follow at most this many CNAMEs when the server did not chase the chain itself.
 _MAX_CNAME_HOPS = 8
+# Large enough for the biggest provider TXT sets; smaller than typical path MTU trouble.
+EDNS_PAYLOAD = 1232
+# The walker runs on asyncio: no need to sniff for another event loop on every socket.
+_BACKEND = dns.asyncbackend.get_backend("asyncio")
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class Answer:
     status: str
     # TXT: joined strings; A/AAAA: address text; MX: (preference, exchange) tuples.
     records: tuple = ()
+    # The DNS condition in words: "NXDOMAIN", "REFUSED from 192.0.2.53", ...
     detail: str = ""
 
     @property
@@ -74,20 +84,16 @@ class DnsClient:
         self.port = port
         self.query_lifetime = query_lifetime
         self.retry_interval = retry_interval
-        self.max_in_flight = max_in_flight
         self.counters = QueryCounters()
-        self._tasks: dict[tuple[str, str], asyncio.Task] = {}
-        # In-flight slots: a counter and a FIFO of waiters rather than asyncio.Semaphore,
-        # so that lookup() can take a free slot and send without awaiting.
-        self._in_flight = 0
-        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._tasks: dict[tuple[str, str], asyncio.Future] = {}
+        self._slots = asyncio.Semaphore(max_in_flight)
 
     async def lookup(self, name: str, rdtype: str) -> Answer:
         # shield: one caller being cancelled (deadline) must not cancel the others' answer
         return await asyncio.shield(self._task_for(name, rdtype))
 
     def prefetch(self, name: str, rdtype: str) -> None:
-        """Put the question on the wire now; a later lookup() of it awaits that answer.
+        """Start the question now; a later lookup() of it awaits that answer.
 
         The walker calls this for every question a record leads to as soon as the record
         is parsed, before it does the CPU work of the record's other terms: the answers
@@ -106,227 +112,230 @@ class DnsClient:
 
     def _start(self, name: str, rdtype: str) -> asyncio.Future:
         try:
-            question = _Question(dns.name.from_text(name).to_wire(), dns_wire.TYPES[rdtype], rdtype)
+            qname = dns.name.from_text(name)
         except dns.exception.DNSException as exc:
             invalid = asyncio.get_running_loop().create_future()
             invalid.set_result(Answer(NXDOMAIN, detail=f"invalid name {name!r}: {exc}"))
             return invalid
-        # Put the question on the wire now, in the caller's step: a new task would
-        # only start on the next loop iteration, after every other ready callback.
-        return asyncio.ensure_future(self._resolve(question, self._send_now(question)))
+        return asyncio.ensure_future(self._resolve(qname, dns.rdatatype.from_text(rdtype)))
 
-    def _send_now(self, question: _Question) -> _UdpExchange | None:
-        if self._in_flight >= self.max_in_flight or self._waiters:
-            return None
-        self._in_flight += 1
-        try:
-            exchange = _UdpExchange(question, self.nameservers[0], self.port)
-        except OSError:
-            self._release_slot()
-            return None  # _resolve retries it the normal way and reports the error
-        self.counters.queries_sent += 1
-        return exchange
-
-    async def _take_slot(self) -> None:
-        if self._in_flight < self.max_in_flight and not self._waiters:
-            self._in_flight += 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter  # _release_slot hands its slot over
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._release_slot()  # got the slot just as we were cancelled: pass it on
-            raise
-
-    def _release_slot(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._in_flight -= 1
-
-    async def _resolve(self, question: _Question, first: _UdpExchange | None) -> Answer:
-        asked = question
-        for _hop in range(_MAX_CNAME_HOPS):
-            reply = await self._ask(question, first)
-            first = None
-            if isinstance(reply, Answer):
-                return reply
-            answer, cname_target = _read_reply(reply, question)
-            if answer is not None:
-                return answer
-            question = _Question(dns_wire.name_wire(cname_target), question.rdtype, question.type_name, cname_target)
-        return Answer(SERVFAIL, detail=f"CNAME chain from {asked} longer than {_MAX_CNAME_HOPS}")
-
-    async def _ask(self, question: _Question, first: _UdpExchange | None = None) -> dns_wire.Reply | Answer:
-        """Send the question until a reply or the query lifetime ends; retransmit on silence."""
-        if first is None:
-            await self._take_slot()
-        try:
+    async def _resolve(self, qname: dns.name.Name, rdtype: int) -> Answer:
+        """Ask until the answer is settled, following CNAMEs the server left to us."""
+        chain = [qname]
+        while True:
             # The lifetime starts when the question may go out, not while it waits for a slot.
-            deadline = time.monotonic() + self.query_lifetime
-            attempt = 0
-            while (remaining := deadline - time.monotonic()) > 0:
-                server = self.nameservers[attempt % len(self.nameservers)]
-                attempt += 1
-                timeout = min(self.retry_interval, remaining)
-                try:
-                    if first is not None:
-                        exchange, first = first, None
-                    else:
-                        self.counters.queries_sent += 1
-                        exchange = _UdpExchange(question, server, self.port)
-                    reply = await exchange.wait(timeout)
-                    if reply.truncated:
-                        reply = await _ask_tcp(question, server, self.port, timeout)
-                    return reply
-                except dns.exception.Timeout:
-                    continue
-                except OSError as exc:
-                    # Nothing listens there (ICMP refused): the next server may answer.
-                    if attempt >= len(self.nameservers):
-                        return Answer(SERVFAIL, detail=f"{question} {question.type_name}: {exc}")
-                except dns.exception.DNSException as exc:
-                    return Answer(SERVFAIL, detail=f"{question} {question.type_name}: {exc}")
-            return Answer(TIMEOUT, detail=f"{question} {question.type_name}: no reply within "
-                                         f"{self.query_lifetime:g} s")
-        finally:
-            if first is not None:
-                first.close()
-            self._release_slot()
+            async with self._slots:
+                reply = await _Asking(self, chain[-1], rdtype).run()
+            if not isinstance(reply, Answer):
+                reply = _settle(reply, rdtype, chain)
+            if reply is not None:
+                asked = f"{_text(qname)} {dns.rdatatype.to_text(rdtype)}"
+                return Answer(reply.status, reply.records, f"{asked}: {reply.detail}" if reply.detail else "")
 
 
-@dataclass(frozen=True)
-class _Question:
-    """One question as it goes on the wire, and the labels its reply must echo."""
+class _Asking:
+    """One question asked of the name servers until one answers or its lifetime ends.
 
-    qname_wire: bytes
-    rdtype: int
-    type_name: str
-    labels: dns_wire.Labels = ()
-
-    def __post_init__(self):
-        if not self.labels:
-            object.__setattr__(self, "labels", dns_wire.labels_of(self.qname_wire))
-
-    def wire(self, query_id: int) -> bytes:
-        return dns_wire.query_wire(query_id, self.qname_wire, self.rdtype)
-
-    def __str__(self) -> str:
-        return dns_wire.name_text(self.labels)
-
-
-class _UdpExchange:
-    """One question on a fresh connected UDP socket, sent at construction.
-
-    What dns.asyncquery.udp does -- a random ID and source port per question, replies
-    from elsewhere dropped (connected socket), only the answer to this question accepted
-    -- without create_datagram_endpoint, an asyncio.Queue and wait_for's task per
-    question, and with the query rendered and the reply read by dns_wire.
+    Each server gets one socket and one query ID for all its retransmissions, and is
+    listened to until the end, so a late reply to an earlier send is still used. Silence
+    for retry_interval moves the question on to the next server (and round again once
+    every server was asked); REFUSED, SERVFAIL or an error from a server drops it at once
+    and asks the next. Replies that are not for this query are ignored: they never end it.
     """
 
-    def __init__(self, question: _Question, server: str, port: int):
-        self.loop = asyncio.get_running_loop()
-        self.question = question
-        self.id = secrets.randbits(16)
-        family = socket.AF_INET6 if ":" in server else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.future = self.loop.create_future()
-        try:
-            self.sock.setblocking(False)
-            self.sock.connect((server, port))
-            self.loop.add_reader(self.sock.fileno(), self._on_readable)
-            self.sock.send(question.wire(self.id))
-        except BaseException:
-            self.close()
-            raise
+    def __init__(self, client: DnsClient, qname: dns.name.Name, rdtype: int):
+        self.client = client
+        self.query = dns.message.make_query(qname, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
+        self.wire = self.query.to_wire()
+        self.live = list(client.nameservers)  # servers that have not failed this question
+        self.turn = 0  # which live server the next send goes to
+        self.exchanges: dict[str, _Exchange] = {}
+        self.listening: list[_Exchange] = []  # asked and neither answered nor failed
+        self.failures: list[str] = []
 
-    def _on_readable(self) -> None:
+    async def run(self) -> dns.message.Message | Answer:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.client.query_lifetime
+        send_at = loop.time()
         try:
-            data = self.sock.recv(65535)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:  # e.g. ECONNREFUSED: nothing listens there
-            self._settle(exc)
-            return
-        if self.future.done():
-            return
-        try:
-            reply = dns_wire.parse_reply(data, self.id, self.question.labels, self.question.rdtype)
-        except dns.exception.DNSException as exc:  # malformed, or not an answer to us
-            self._settle(exc)
-            return
-        self.future.set_result(reply)
-
-    def _settle(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-    async def wait(self, timeout: float) -> dns_wire.Reply:
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.future
-        except TimeoutError:
-            raise dns.exception.Timeout(timeout=timeout) from None
+            while (now := loop.time()) < deadline:
+                if now >= send_at or not self.listening:
+                    if not await self._send_next():
+                        break  # every server failed
+                    send_at = now + self.client.retry_interval
+                for exchange, outcome in await self._heard(min(send_at, deadline) - loop.time()):
+                    self.listening.remove(exchange)
+                    reply = await self._take(exchange, outcome, deadline - loop.time())
+                    if reply is not None:
+                        return reply
+                    if self._unasked():
+                        send_at = loop.time()  # a server failed: ask the next one now
+            return self._given_up()
         finally:
-            self.close()
+            for exchange in self.exchanges.values():
+                await exchange.close()
 
-    def close(self) -> None:
-        if self.sock.fileno() != -1:
-            self.loop.remove_reader(self.sock.fileno())
-            self.sock.close()
+    async def _heard(self, timeout: float) -> list[tuple[_Exchange, object]]:
+        """(exchange, reply or socket error) of the servers that spoke within ``timeout``.
 
-
-async def _ask_tcp(question: _Question, server: str, port: int, timeout: float) -> dns_wire.Reply:
-    """The same question over TCP, after a truncated UDP reply (RFC 7766)."""
-    query_id = secrets.randbits(16)
-    wire = question.wire(query_id)
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(server, port)
+        An interrupted wait loses nothing: the socket queues what arrives meanwhile.
+        """
+        if len(self.listening) == 1:  # the usual case, without a task per wait
+            (exchange,) = self.listening
             try:
-                writer.write(struct.pack("!H", len(wire)) + wire)
-                await writer.drain()
-                (length,) = struct.unpack("!H", await reader.readexactly(2))
-                data = await reader.readexactly(length)
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except TimeoutError:
-        raise dns.exception.Timeout(timeout=timeout) from None
-    except asyncio.IncompleteReadError:
-        raise dns_wire.MalformedReply("TCP connection closed before the whole reply") from None
-    return dns_wire.parse_reply(data, query_id, question.labels, question.rdtype)
+                async with asyncio.timeout(timeout):
+                    return [(exchange, await exchange.reply())]
+            except TimeoutError:
+                return []
+            except (OSError, EOFError) as exc:
+                return [(exchange, exc)]
+        waits = {asyncio.ensure_future(exchange.reply()): exchange for exchange in self.listening}
+        done, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for future in pending:
+            future.cancel()
+        return [(waits[future], future.exception() or future.result()) for future in done]
+
+    async def _send_next(self) -> bool:
+        """Send to the next live server, opening its exchange on first use; False when none is left."""
+        while self.live:
+            server = self.live[self.turn % len(self.live)]
+            self.turn += 1
+            exchange = self.exchanges.get(server)
+            try:
+                if exchange is None:
+                    exchange = self.exchanges[server] = await _Exchange.open(server, self.client.port, self)
+                    self.listening.append(exchange)
+                await exchange.send()
+            except OSError as exc:  # no route, no such address family ...
+                self._fail(server, f"{server}: {exc.strerror or exc}")
+                continue
+            self.client.counters.queries_sent += 1
+            return True
+        return False
+
+    async def _take(self, exchange: _Exchange, outcome, remaining: float):
+        """The reply that settles the question, or None (and the server dropped) when it failed."""
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            reply = outcome
+            if reply.flags & dns.flags.TC:
+                reply = await exchange.over_tcp(max(remaining, 0.001))
+        except OSError as exc:  # ICMP port unreachable, TCP connection refused ...
+            self._fail(exchange.server, f"{exchange.server}: {exc.strerror or exc}")
+            return None
+        except dns.exception.Timeout:
+            self._fail(exchange.server, f"no reply over TCP from {exchange.server}")
+            return None
+        except dns.exception.DNSException as exc:  # a TCP reply that is malformed or not ours
+            self._fail(exchange.server, f"bad reply over TCP from {exchange.server} ({exc})")
+            return None
+        if reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            return reply
+        self._fail(exchange.server, f"{dns.rcode.to_text(reply.rcode())} from {exchange.server}")
+        return None
+
+    def _fail(self, server: str, why: str) -> None:
+        self.failures.append(why)
+        if server in self.live:
+            self.live.remove(server)
+        # A resend that failed: stop listening there too.
+        self.listening = [exchange for exchange in self.listening if exchange.server != server]
+
+    def _unasked(self) -> bool:
+        return any(server not in self.exchanges for server in self.live)
+
+    def _given_up(self) -> Answer:
+        silent = self.listening
+        problems = self.failures + [exchange.silence(self.client.query_lifetime) for exchange in silent]
+        return Answer(TIMEOUT if silent else SERVFAIL, detail="; ".join(problems))
 
 
-def _read_reply(reply: dns_wire.Reply, question: _Question):
-    """Return (Answer, None) when the reply settles the question, else (None, cname_target)."""
-    asked = f"{question} {question.type_name}"
-    if reply.rcode == dns_wire.NXDOMAIN:
-        return Answer(NXDOMAIN, detail=f"{asked}: NXDOMAIN"), None
-    if reply.rcode != dns_wire.NOERROR:
-        return Answer(SERVFAIL, detail=f"{asked}: {dns_wire.RCODE_NAMES.get(reply.rcode, reply.rcode)}"), None
-    owner = question.labels
-    # Walk the CNAME chain the server gave us, then take the records at its end.
-    for _hop in range(_MAX_CNAME_HOPS):
-        records = reply.records(owner, question.rdtype)
-        if records:
-            return Answer(FOUND, tuple(_record_value(value, question.rdtype) for value in records)), None
-        cnames = reply.records(owner, dns_wire.CNAME)
-        if not cnames:
+class _Exchange:
+    """One question to one server over UDP: one connected socket, one query ID."""
+
+    def __init__(self, server: str, port: int, asking: _Asking, sock):
+        self.server, self.port, self.asking, self.sock = server, port, asking, sock
+        self.malformed: Exception | None = None
+
+    @classmethod
+    async def open(cls, server: str, port: int, asking: _Asking) -> _Exchange:
+        # Connected: the kernel drops datagrams from anyone but the server, and reports
+        # an ICMP "port unreachable" as an error instead of leaving us to time out.
+        sock = await _BACKEND.make_socket(dns.inet.af_for_address(server), socket.SOCK_DGRAM, 0, None, (server, port))
+        return cls(server, port, asking, sock)
+
+    async def send(self) -> None:
+        await dns.asyncquery.send_udp(self.sock, self.asking.wire, None)
+
+    async def reply(self) -> dns.message.Message:
+        """The first reply to our query; foreign replies are skipped, malformed ones noted and skipped.
+
+        A datagram that does not parse may be forged by anyone who can reach our port:
+        it must not end the question, but it is what we report if nothing better comes.
+        """
+        while True:
+            try:
+                reply, _received, _source = await dns.asyncquery.receive_udp(self.sock)
+            except (OSError, EOFError):  # the socket's own errors, not the datagram's
+                raise
+            except Exception as exc:  # dnspython's parser refused it (dnspython's resolver skips these too)
+                self.malformed = exc
+                continue
+            if self.asking.query.is_response(reply):
+                return reply
+
+    async def over_tcp(self, timeout: float) -> dns.message.Message:
+        """The same query over TCP, after a truncated UDP reply (RFC 7766)."""
+        return await dns.asyncquery.tcp(self.asking.query, self.server, timeout=timeout, port=self.port,
+                                        backend=_BACKEND)
+
+    def silence(self, lifetime: float) -> str:
+        if self.malformed is not None:
+            return f"malformed reply from {self.server} ({self.malformed})"
+        return f"timeout after {lifetime:g} s: no reply from {self.server}"
+
+    async def close(self) -> None:
+        await self.sock.close()
+
+
+def _settle(reply: dns.message.Message, rdtype: int, chain: list[dns.name.Name]) -> Answer | None:
+    """The answer a NOERROR/NXDOMAIN reply gives for chain[-1], or None to ask the end of a longer chain."""
+    if reply.rcode() == dns.rcode.NXDOMAIN:
+        return Answer(NXDOMAIN, detail="NXDOMAIN" + _via(chain))
+    asked = len(chain)
+    while True:
+        owner = chain[-1]
+        rrset = reply.get_rrset(reply.answer, owner, dns.rdataclass.IN, rdtype)
+        if rrset is not None:
+            return Answer(FOUND, tuple(_value(rdata, rdtype) for rdata in rrset))
+        cname = reply.get_rrset(reply.answer, owner, dns.rdataclass.IN, dns.rdatatype.CNAME)
+        if cname is None:
             break
-        owner = cnames[0]
-    if owner != question.labels:
-        return None, owner  # the chain leaves the server's data: ask for its target
-    return Answer(NODATA, detail=f"{asked}: no records"), None
+        target = cname[0].target
+        if target in chain:
+            return Answer(SERVFAIL, detail="CNAME loop " + " -> ".join(_text(name) for name in (*chain, target)))
+        if len(chain) > _MAX_CNAME_HOPS:
+            return Answer(SERVFAIL, detail=f"CNAME chain longer than {_MAX_CNAME_HOPS}" + _via(chain))
+        chain.append(target)
+    if len(chain) > asked:
+        return None  # the chain leaves the server's data: ask for its end
+    return Answer(NODATA, detail=f"no data (the name exists, no {dns.rdatatype.to_text(rdtype)} record)"
+                                 + _via(chain))
 
 
-def _record_value(value, rdtype: int):
-    if rdtype == dns_wire.MX:
-        preference, exchange = value
-        return preference, dns_wire.name_text(exchange)
-    return value
+def _value(rdata, rdtype: int):
+    if rdtype == dns.rdatatype.TXT:
+        # One TXT record may be split into several character-strings: RFC 7208 3.3 joins them.
+        return b"".join(rdata.strings).decode("utf-8", errors="replace")
+    if rdtype == dns.rdatatype.MX:
+        return rdata.preference, _text(rdata.exchange.canonicalize())
+    return rdata.address
+
+
+def _via(chain: list[dns.name.Name]) -> str:
+    return f" (at {_text(chain[-1])}, via CNAME)" if len(chain) > 1 else ""
+
+
+def _text(name: dns.name.Name) -> str:
+    return name.to_text(omit_final_dot=True)

@@ -144,7 +144,7 @@ class _RootWalk:
         self.whitelist = _Matches(whitelist=True)
         self.temperrors: list[str] = []
         self.permerrors: list[str] = []
-        self.no_record = False
+        self.no_record: str | None = None  # why the root has no SPF record to walk
         self.finished: RootResult | None = None
 
     async def run(self) -> None:
@@ -208,10 +208,12 @@ class _RootWalk:
             self.permerror(f"{chain}: {exc}")
             return None
         if text is None:
+            # An empty answer says which DNS condition it was (NXDOMAIN, no data, via a CNAME).
+            why = f"{domain} publishes no SPF record" + (f" ({answer.detail})" if answer.void else "")
             if is_root:
-                self.no_record = True
+                self.no_record = why
             else:
-                self.permerror(f"{chain}: {domain} publishes no SPF record")
+                self.permerror(f"{chain}: {why}")
             return None
         try:
             record = parse_record(text)
@@ -424,7 +426,7 @@ class _RootWalk:
             result.status = TEMPERROR
         elif self.no_record:
             result.status = NONE
-            result.errors = [f"{self.domain} publishes no SPF record"]
+            result.errors = [self.no_record]
         if result.status == OK:
             passing = self.whitelist.pieces()
             result.networks = collapse(network for network, _where in passing)
