@@ -1,6 +1,7 @@
 """Filters for inventory values: checked before a host is touched, or split between files.
 
     that: greylist_postgresql_client_networks | mailguard_invalid_networks | length == 0
+    that: exim4_relay_nets | mailguard_open_networks(own=true) | length == 0
     static_entries: "{{ (spf_whitelist_static_entries | mailguard_split_static_entries).networks }}"
 
 ansible.utils.ipaddr would need netaddr on the controller; the standard library is enough
@@ -9,10 +10,32 @@ for "is this an address or a CIDR network".
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import re
+import sys
+from pathlib import Path
 
 _ADDRESS_LIKE = re.compile(r"^([0-9.]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.%]*)(/.*)?$")
+
+# The widest network any list of trusted or exempt clients may hold, per IP version: the rule
+# of Postfix's mynetworks preflight (roles/postfix/tasks/preflight.yml), so that both MTAs
+# refuse the same values. Anything wider trusts strangers: an open relay, or exemptions for a
+# large part of the Internet.
+OPEN_NETWORK_FLOOR = {4: 8, 6: 16}
+# The site's own networks (own=True: mynetworks, Exim's relay_nets, the database's clients) are
+# public space no wider than a /24 (IPv4) or a /48 (IPv6, an end site's assignment, RFC 6177), or
+# inside private, loopback or unique local space: Postfix's mynetworks rule again.
+OWN_PUBLIC_FLOOR = {4: 24, 6: 48}
+LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(text)
+    for text in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7")
+)
+_IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+# The whitelist guard the hosts' checkers load by path (plugins/module_utils is no package the
+# controller can import from a clone: Ansible only ships it with modules).
+_GUARDS_PATH = Path(__file__).resolve().parents[1] / "module_utils" / "spfwalk" / "guards.py"
 
 
 def _is_network(value) -> bool:
@@ -33,6 +56,81 @@ def mailguard_invalid_networks(values) -> list:
         except ValueError:
             invalid.append(value)
     return invalid
+
+
+def mailguard_open_networks(values, own=False) -> list:
+    """The entries that may trust strangers: wider than OPEN_NETWORK_FLOOR, or no network at all.
+
+    With own=True the entries are the site's own networks, and public space wider than
+    OWN_PUBLIC_FLOOR is returned too. An entry that is not an address or network cannot be
+    shown to be narrow, so it is returned: the daemon may read it as something wider. Host bits
+    are ignored: 0.0.0.1/0 trusts as much as 0.0.0.0/0. An IPv4-mapped network is judged as the
+    IPv4 network it maps: to a daemon that sees IPv4 clients in that form (policyd-spf's default
+    lists ::ffff:127.0.0.0/104), ::ffff:0:0/96 is 0.0.0.0/0.
+    """
+    wide = []
+    for value in values or []:
+        try:
+            network = _unmapped(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            wide.append(value)
+            continue
+        too_wide = network.prefixlen < OPEN_NETWORK_FLOOR[network.version]
+        if own and not too_wide and network.prefixlen < OWN_PUBLIC_FLOOR[network.version]:
+            too_wide = not any(network.version == local.version and network.subnet_of(local)
+                               for local in LOCAL_NETWORKS)
+        if too_wide:
+            wide.append(value)
+    return wide
+
+
+def _unmapped(network):
+    """An IPv4-mapped IPv6 network as the IPv4 network it maps; one holding all of them as 0.0.0.0/0."""
+    if network.version == 4 or not network.overlaps(_IPV4_MAPPED):
+        return network
+    if network.prefixlen < _IPV4_MAPPED.prefixlen:
+        return ipaddress.ip_network("0.0.0.0/0")
+    return ipaddress.ip_network((network.network_address.ipv4_mapped, network.prefixlen - _IPV4_MAPPED.prefixlen))
+
+
+def mailguard_wildcard_addresses(values) -> list:
+    """The listen addresses that mean every interface: "*", 0.0.0.0, :: (however spelt)."""
+    wildcards = []
+    for value in values or []:
+        try:
+            unspecified = ipaddress.ip_address(str(value)).is_unspecified
+        except ValueError:
+            unspecified = str(value).strip() == "*"
+        if unspecified:
+            wildcards.append(value)
+    return wildcards
+
+
+def mailguard_wide_hostnames(values) -> dict:
+    """Host-name whitelist entries that match strangers, with the whitelist guard's reason.
+
+    A /regex/ is tested as a regex, anything else as a host name that matches the names below
+    it (name, *.name), by the same guard the hosts' whitelist checkers use.
+    """
+    policy = _guards().GuardPolicy()
+    wide = {}
+    for value in values or []:
+        text = str(value)
+        is_regex = len(text) > 1 and text.startswith("/") and text.endswith("/")
+        problem = policy.regex_problem(text[1:-1]) if is_regex else policy.hostname_problem(text)
+        if problem:
+            wide[text] = problem
+    return wide
+
+
+def _guards():
+    name = "mailguard_guards"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _GUARDS_PATH)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their class's module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def mailguard_split_static_entries(entries) -> dict:
@@ -84,5 +182,8 @@ class FilterModule:
         return {
             "mailguard_whitelist_outputs": mailguard_whitelist_outputs,
             "mailguard_invalid_networks": mailguard_invalid_networks,
+            "mailguard_open_networks": mailguard_open_networks,
+            "mailguard_wildcard_addresses": mailguard_wildcard_addresses,
+            "mailguard_wide_hostnames": mailguard_wide_hostnames,
             "mailguard_split_static_entries": mailguard_split_static_entries,
         }

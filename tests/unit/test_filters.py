@@ -16,6 +16,49 @@ def test_invalid_networks_are_named():
     assert networks.mailguard_invalid_networks(values) == ["192.0.2.1/24", "300.1.2.3", "*", "localhost"]
 
 
+def test_open_networks_are_those_postfix_mynetworks_refuses():
+    # Postfix's mynetworks preflight refuses wider than /8 (IPv4) and /16 (IPv6); exactly these
+    # widths pass. Host bits do not narrow a network.
+    narrow = ["10.0.0.0/8", "192.0.2.1", "2001::/16", "::1", "127.0.0.0/8", "172.30.53.25/32"]
+    wide = ["0.0.0.0/0", "0.0.0.1/0", "::/0", "1.0.0.0/7", "2000::/15"]
+    assert networks.mailguard_open_networks(narrow + wide) == wide
+
+
+def test_open_networks_judge_ipv4_mapped_networks_as_ipv4():
+    # policyd-spf's default skip list holds ::ffff:127.0.0.0/104, i.e. 127.0.0.0/8.
+    mapped = ["::ffff:127.0.0.0/104", "::ffff:0:0/96", "::ffff:10.0.0.0/100", "::/80"]
+    assert networks.mailguard_open_networks(mapped) == ["::ffff:0:0/96", "::ffff:10.0.0.0/100", "::/80"]
+
+
+def test_own_networks_are_private_or_no_wider_than_an_end_site():
+    # Postfix's mynetworks rule: public space up to a /24 (IPv4) or /48 (IPv6, RFC 6177), wider
+    # only inside private, loopback or unique local space.
+    narrow = ["192.0.2.0/24", "2001:db8:1::/48", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+              "127.0.0.0/8", "::1", "fd12:3456::/32", "::ffff:10.0.0.0/104"]
+    wide = ["192.0.2.0/23", "1.0.0.0/8", "2001:db8::/47", "172.16.0.0/11", "fc00::/6", "0.0.0.0/0"]
+    assert networks.mailguard_open_networks(narrow + wide, own=True) == wide
+    assert networks.mailguard_open_networks(narrow + wide) == ["fc00::/6", "0.0.0.0/0"]
+
+
+def test_open_networks_refuse_what_they_cannot_read():
+    assert networks.mailguard_open_networks(["localhost", "", "1:2:3"]) == ["localhost", "", "1:2:3"]
+
+
+def test_wildcard_addresses_in_any_spelling():
+    values = ["127.0.0.1", "0.0.0.0", "::", "0:0::0", "*", "172.30.53.30", "::1"]
+    assert networks.mailguard_wildcard_addresses(values) == ["0.0.0.0", "::", "0:0::0", "*"]
+
+
+def test_wide_hostnames_are_judged_by_the_whitelist_guard():
+    good = ["mail.example.org", "*.mail.example.org", r"/.*outbound\.protection\.outlook\.com$/"]
+    wide = networks.mailguard_wide_hostnames([*good, "/.*/", "*.com", "co.uk", "/(/"])
+    assert list(wide) == ["/.*/", "*.com", "co.uk", "/(/"]
+    assert "matches unrelated host names" in wide["/.*/"]
+    assert "top-level domain" in wide["*.com"]
+    assert "public suffix" in wide["co.uk"]
+    assert "does not compile" in wide["/(/"]
+
+
 def test_static_entries_split_between_sqlgrey_files():
     entries = ["192.0.2.0/24", "2001:db8::1", "192.0.2.9/24", "Mail.Example.ORG.",
                r"/.*outbound\.protection\.outlook\.com$/", "300.1.2.3"]
@@ -42,4 +85,5 @@ def test_whitelist_outputs_one_per_format_with_sqlgrey_networks_only():
 
 def test_filters_are_registered_under_their_names():
     assert set(networks.FilterModule().filters()) == {
-        "mailguard_invalid_networks", "mailguard_split_static_entries", "mailguard_whitelist_outputs"}
+        "mailguard_invalid_networks", "mailguard_open_networks", "mailguard_split_static_entries",
+        "mailguard_whitelist_outputs", "mailguard_wide_hostnames", "mailguard_wildcard_addresses"}
