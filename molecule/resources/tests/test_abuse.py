@@ -84,3 +84,37 @@ def test_exempt_network_is_not_rate_limited(probe, mta, lab):
     result = probe("legit-mta", "--connections", str(limit + 2))
     greetings = [(conn["banner"]["code"], conn.get("ehlo", {}).get("code")) for conn in result.connections]
     assert greetings == [(220, 250)] * (limit + 2), f"the exempt client was limited:\n{result}"
+
+
+@pytest.mark.only_mta("postfix", reason="the exim4 role has no check of the host's own names in HELO yet")
+@pytest.mark.parametrize("claim", ["name", "address", "domain"])
+def test_helo_claiming_the_mail_hosts_own_identity_is_refused(probe, sender, mta, lab, claim):
+    # legit-mta passes every other check (FCrDNS, SPF): only its lie about who it is can refuse it.
+    helo = {"name": lab["lab_mx_name"], "address": f"[{mta.address}]", "domain": lab["lab_mail_domain"]}[claim]
+    result = probe("legit-mta", f"--ehlo={helo}", "--from", sender("legit.test", "own-helo"), "--to", RCPT)
+    refusal = result.reply(mta.helo_verdict_verb)
+    assert refusal["code"] == 554, f"HELO {helo} (this host's own {claim}) not refused with 554:\n{result}"
+    assert helo in refusal["text"], str(result)
+
+
+@pytest.mark.only_mta("postfix", reason="Exim answers MAIL and NOOP alike, so the probe cannot tell them apart")
+def test_smuggled_transaction_behind_a_bare_newline_is_not_run(probe, sender):
+    # postmaster is never greylisted: before the fix the smuggled message was accepted too.
+    result = probe(
+        "legit-mta", "--from", sender("legit.test", "smuggle"), "--to", "postmaster@lab.test", "--data", "--smuggle"
+    )
+    assert result.code("<message>") == 250, f"the message itself was not accepted:\n{result}"
+    noop = result.reply("NOOP")
+    # The reply to the smuggled MAIL would be "2.1.0 Ok"; NOOP's own is "2.0.0 Ok".
+    assert noop["code"] == 250 and noop["text"].startswith("2.0.0"), f"the smuggled MAIL was run:\n{result}"
+
+
+@pytest.mark.only_mta("postfix", reason="Exim verifies sender domains in its own ACL, outside this change")
+def test_sender_domain_without_dns_is_deferred_not_bounced(probe, sender):
+    # The lab DNS answers NXDOMAIN for every name it does not serve; a real domain can be missing
+    # for a moment (an expired delegation, a broken zone): the sender must retry, not bounce.
+    domain = f"no-such-domain-{uuid.uuid4().hex[:8]}.test"
+    result = probe("legit-mta", "--from", sender(domain, "nodns"), "--to", RCPT)
+    refusal = result.reply("RCPT")
+    assert refusal["code"] == 450, f"sender domain without DNS not deferred with 450:\n{result}"
+    assert domain in refusal["text"], str(result)

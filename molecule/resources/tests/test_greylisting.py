@@ -72,3 +72,18 @@ def test_postmaster_is_never_greylisted(probe, sender, mta):
         "legit-mta", "--from", sender("legit.test", "to-postmaster"), "--to", "postmaster@lab.test", "--data"
     )
     assert_accepted(result, mta)
+
+
+def test_null_sender_passes_rcpt_and_is_greylisted_at_data(probe, mta):
+    # Another site's sender-verification callout (MAIL FROM:<>, RCPT, QUIT) must not be delayed,
+    # or our users' mail to that site waits; a bounce (the same with a message) still waits.
+    recipient = mta.fresh_recipient("alice")
+    callout = probe("legit-mta", "--from", "", "--to", recipient)
+    assert callout.code("MAIL") == 250 and callout.code("RCPT") == 250, f"the callout was not accepted:\n{callout}"
+
+    bounce = probe("legit-mta", "--from", "", "--to", recipient, "--data")
+    assert bounce.code("RCPT") == 250, str(bounce)
+    # Postfix defers at the DATA command, Exim after the message (its DATA ACL).
+    verdict = bounce.reply("<message>") if bounce.code("DATA") == 354 else bounce.reply("DATA")
+    assert 400 <= (verdict["code"] or 0) < 500, f"the bounce was not deferred:\n{bounce}"
+    assert "greylist" in verdict["text"].lower(), f"the {verdict['code']} is not the greylisting's:\n{bounce}"

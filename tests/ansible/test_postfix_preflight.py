@@ -1,0 +1,130 @@
+"""The postfix role's preflight refuses inventories that open the relay or invite backscatter.
+
+Each case runs roles/postfix/tasks/preflight.yml through ansible-playbook on the controller (it
+only reads variables) with one bad value, and expects a failure that names the variable and the value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+# What the lab inventory sets for mx1 (the role's default myhostname is the inventory name).
+BASE = {"postfix_myhostname": "mx1.lab.test", "postfix_mydomain": "lab.test"}
+RELAY_TAIL = ["reject_unauth_destination"]
+
+
+def preflight(**overrides) -> tuple[int, str]:
+    """(returncode, the failure messages) of the preflight with BASE and overrides as extra vars."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
+    done = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "tests/ansible/postfix_preflight.yml",
+         "-e", json.dumps({**BASE, **overrides})],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    try:
+        output = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"ansible-playbook printed no JSON:\n{done.stdout}\n{done.stderr}")
+    return done.returncode, " ".join(failure_messages(output))
+
+
+def failure_messages(output: dict) -> list[str]:
+    messages = []
+    for play in output["plays"]:
+        for task in play["tasks"]:
+            result = task["hosts"].get("localhost", {})
+            results = result.get("results", [result])
+            messages += [item["msg"] for item in results if item.get("failed") and "msg" in item]
+    return messages
+
+
+def test_the_defaults_and_safe_variants_pass():
+    rc, messages = preflight(
+        # Safe before the guard: they never say OK to a stranger for a foreign destination.
+        postfix_relay_restrictions=["permit_mynetworks", "permit_sasl_authenticated", "permit_auth_destination",
+                                    "reject_non_fqdn_recipient", "defer_if_reject", *RELAY_TAIL],
+        # Private space may be wide; public space up to a /24 or /48; references that resolve to them.
+        postfix_mynetworks=["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "fd12:3456::/32", "192.0.2.0/24",
+                            "2001:db8:1::/48", "$office"],
+        postfix_main_cf_extra={"office": "198.51.100.0/24, $lan", "lan": ["192.168.0.0/16"],
+                               "relay_domains": "backup.example", "relay_recipient_maps": "hash:/etc/postfix/rr"},
+    )
+    assert rc == 0, messages
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "permit",
+        "permit_mx_backup",
+        "check_client_access hash:/etc/postfix/client_access",
+        "check_policy_service inet:127.0.0.1:10040",
+        "permit_dnswl_client list.dnswl.org",
+        "permit_tls_all_clientcerts",
+        "warn_if_reject check_sender_access hash:/etc/postfix/senders",
+    ],
+)
+def test_a_restriction_that_can_permit_before_the_relay_guard_is_refused(entry):
+    rc, messages = preflight(postfix_relay_restrictions=["permit_mynetworks", entry, *RELAY_TAIL])
+    assert rc != 0
+    assert "postfix_relay_restrictions" in messages and json.dumps(entry) in messages, messages
+    assert "reject_unauth_destination" in messages, messages
+
+
+def test_relay_restrictions_without_the_guard_are_refused():
+    rc, messages = preflight(postfix_relay_restrictions=["permit_mynetworks"])
+    assert rc != 0
+    assert "postfix_relay_restrictions" in messages and "reject_unauth_destination" in messages, messages
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        pytest.param({"trusted": "0.0.0.0/0"}, "0.0.0.0/0", id="whole-internet"),
+        pytest.param({"trusted": "$inner", "inner": ["10.0.0.0/8", "1.0.0.0/8"]}, "1.0.0.0/8", id="two-levels"),
+        pytest.param({"trusted": "192.168.0.0/16 ::/0"}, "::/0", id="ipv6-in-a-string"),
+    ],
+)
+def test_a_reference_in_mynetworks_is_resolved_and_checked(extra, named):
+    rc, messages = preflight(postfix_mynetworks=["127.0.0.0/8", "$trusted"], postfix_main_cf_extra=extra)
+    assert rc != 0
+    assert "postfix_mynetworks" in messages and "postfix_main_cf_extra.trusted" in messages, messages
+    assert json.dumps(named) in messages, messages
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({}, id="unknown"),
+        pytest.param({"trusted": "$trusted"}, id="circular"),
+        pytest.param({"trusted": "${other}", "other": "$trusted"}, id="circular-braces"),
+    ],
+)
+def test_a_reference_that_resolves_to_no_addresses_is_refused(extra):
+    rc, messages = preflight(postfix_mynetworks=["127.0.0.0/8", "$trusted"], postfix_main_cf_extra=extra)
+    assert rc != 0
+    assert "postfix_mynetworks" in messages and "$" in messages and "resolve" in messages, messages
+
+
+@pytest.mark.parametrize("network", ["1.0.0.0/8", "8.8.0.0/16", "198.51.100.0/23", "2001:db8::/32", "172.0.0.0/8"])
+def test_public_space_wider_than_a_site_in_mynetworks_is_refused(network):
+    rc, messages = preflight(postfix_mynetworks=["127.0.0.0/8", network])
+    assert rc != 0
+    assert "postfix_mynetworks" in messages and json.dumps(network) in messages and "public" in messages, messages
+
+
+def test_relay_domains_without_relay_recipient_maps_is_refused():
+    rc, messages = preflight(postfix_main_cf_extra={"relay_domains": "backup.example"})
+    assert rc != 0
+    assert "postfix_main_cf_extra.relay_domains" in messages and "backup.example" in messages, messages
+    assert "relay_recipient_maps" in messages, messages
