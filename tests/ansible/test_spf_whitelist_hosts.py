@@ -23,6 +23,8 @@ ZONE = {
         "_nb.gmail.test": {"TXT": ["v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 ~all"]},
     },
 }
+# The hosts' daemon checkers live on the mail hosts; here the candidate only has to be a non-empty file.
+CHECK = "/usr/bin/test -s %s"
 GROWN = {"_nb.gmail.test": {"TXT": ["v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/25 ip6:2001:db8::/32 ~all"]}}
 
 
@@ -36,9 +38,9 @@ def cluster(dns_server, tmp_path):
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     hosts = {
         "mx-a": {**local, "spf_whitelist_formats": ["postgrey"],
-                 "spf_whitelist_installs": [{"format": "postgrey", "dest": str(files["mx-a"])}]},
+                 "spf_whitelist_installs": [{"format": "postgrey", "dest": str(files["mx-a"]), "validate": CHECK}]},
         "mx-b": {**local, "spf_whitelist_formats": ["exim"],
-                 "spf_whitelist_installs": [{"format": "exim", "dest": str(files["mx-b"])}]},
+                 "spf_whitelist_installs": [{"format": "exim", "dest": str(files["mx-b"]), "validate": CHECK}]},
     }
     common = {
         "spf_whitelist_providers": ["gmail.test"],
@@ -168,8 +170,22 @@ def test_a_pending_state_of_a_failed_run_is_never_promoted_later(cluster):
     assert pending.exists()
     # The record goes back to what the state holds: this run has nothing new to promote.
     cluster.server.update(ZONE)
-    working = {"mx-b": {"spf_whitelist_installs": [{"format": "exim", "dest": str(cluster.files["mx-b"])}]}}
+    working = {"mx-b": {"spf_whitelist_installs": [
+        {"format": "exim", "dest": str(cluster.files["mx-b"]), "validate": CHECK}]}}
     rc, out = cluster(host_vars=working)
     assert rc == 0, json.dumps(out)[-3000:]
     assert cluster.state.read_bytes() == state_before
     assert not pending.exists()
+
+
+@pytest.mark.parametrize("validate", [None, "", "/usr/local/sbin/exim4-hostlist-check"])
+def test_an_install_without_its_checker_is_refused_before_any_host_changes(cluster, validate):
+    install = {"format": "exim", "dest": str(cluster.files["mx-b"])}
+    if validate is not None:
+        install["validate"] = validate
+    rc, out = cluster(host_vars={"mx-b": {"spf_whitelist_installs": [install]}})
+    assert rc != 0
+    text = json.dumps(out)
+    # None: the role's argument spec refuses the entry; a value without %s: the build's own check.
+    assert "validate" in text and (validate is None or (str(cluster.files["mx-b"]) in text and "%s" in text))
+    assert not any(path.exists() for path in cluster.files.values())
