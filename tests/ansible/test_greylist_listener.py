@@ -14,9 +14,9 @@ PLAYBOOK = "tests/ansible/greylist_listener.yml"
 
 
 def asked(**variables) -> tuple[str, str]:
-    returncode, output = run_playbook(PLAYBOOK, variables)
-    results = task_results(output)
-    assert returncode == 0, results
+    run = run_playbook(PLAYBOOK, variables)
+    results = task_results(run.output)
+    assert run.returncode == 0, results
     return results["Postfix's greylist policy service"]["msg"], results["The rollout's health check target"]["msg"]
 
 
@@ -37,7 +37,7 @@ def test_postfix_and_the_rollout_follow_the_daemon(backend, variable, listen, po
 
 
 def test_a_socket_postfix_cannot_reach_fails_naming_it():
-    returncode, output = run_playbook(PLAYBOOK, {"postgrey_listen": "/run/postgrey.sock"})
-    failed = task_results(output)["Postfix's greylist policy service"]
-    assert returncode != 0
+    run = run_playbook(PLAYBOOK, {"postgrey_listen": "/run/postgrey.sock"})
+    failed = task_results(run.output)["Postfix's greylist policy service"]
+    assert run.returncode != 0
     assert failed.get("failed") and "/run/postgrey.sock" in failed["msg"] and "chroot" in failed["msg"]

@@ -6,17 +6,10 @@ Each role's tasks/preflight.yml runs through tests/ansible/preflight.yml on the 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from tests.support.playbook import REPO, failed_messages, run_playbook
 
 # Values a role needs that have no default, and that pass every check.
 REQUIRED = {
@@ -31,30 +24,8 @@ REQUIRED = {
 
 def run_preflight(role: str, **overrides) -> tuple[int, list[str], str]:
     """(returncode, messages of the failed checks, all output) of one role's preflight."""
-    extra_vars = {"preflight_role": role, **REQUIRED.get(role, {}), **overrides}
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-               ANSIBLE_LOCALHOST_WARNING="false")
-    done = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "tests/ansible/preflight.yml",
-         "-e", json.dumps(extra_vars)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    try:
-        output = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"ansible-playbook printed no JSON:\n{done.stdout}\n{done.stderr}")
-    return done.returncode, failed_messages(output), done.stdout + done.stderr
-
-
-def failed_messages(output: dict) -> list[str]:
-    messages = []
-    for play in output["plays"]:
-        for task in play["tasks"]:
-            result = task["hosts"].get("localhost", {})
-            for one in result.get("results", [result]):
-                if one.get("failed"):
-                    messages.append(one.get("msg", ""))
-    return messages
+    run = run_playbook("tests/ansible/preflight.yml", {"preflight_role": role, **REQUIRED.get(role, {}), **overrides})
+    return run.returncode, failed_messages(run.output), run.text
 
 
 def assert_refused(role: str, variable: str, value, shown: str) -> None:

@@ -4,8 +4,6 @@ one walk for every format the hosts need, each host's own file, check mode on a 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,9 +11,7 @@ import pytest
 import yaml
 
 from tests.support.guard import DOC_NETWORKS
-
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from tests.support.playbook import run_playbook
 
 ZONE = {
     "records": {
@@ -56,16 +52,9 @@ def cluster(dns_server, tmp_path):
         for host, extra in (host_vars or {}).items():
             hosts[host].update(extra)
         inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts, "vars": common}}))
-        env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-                   XDG_STATE_HOME=str(state_home))
-        done = subprocess.run(
-            [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "tests/ansible/install_whitelists.yml", *args],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
-        )
-        try:
-            return done.returncode, json.loads(done.stdout)
-        except json.JSONDecodeError:
-            pytest.fail(f"ansible-playbook printed no JSON:\n{done.stdout}\n{done.stderr}")
+        done = run_playbook("tests/ansible/install_whitelists.yml", None, *args, target=("-i", str(inventory)),
+                            env={"XDG_STATE_HOME": str(state_home)})
+        return done.returncode, done.output
 
     run.server, run.files = server, files
     # Named after the inventory directory, in the state directory of the controller user.

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.support.guard import DOC_NETWORKS
-
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from tests.support.playbook import run_playbook
 
 ZONE = {
     "records": {
@@ -42,17 +36,9 @@ def playbook(dns_server, tmp_path):
             "spf_whitelist_formats": ["postgrey", "cidr"],
             **overrides,
         }
-        env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-                   ANSIBLE_LOCALHOST_WARNING="false")
-        done = subprocess.run(
-            [str(ANSIBLE_PLAYBOOK), "tests/ansible/build_whitelists.yml", "-e", json.dumps(extra_vars), *args],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
-        )
-        try:
-            output = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            pytest.fail(f"ansible-playbook printed no JSON:\n{done.stdout}\n{done.stderr}")
-        return done.returncode, output
+        # No -i: ansible.cfg's inventory; the playbook runs on localhost only.
+        run = run_playbook("tests/ansible/build_whitelists.yml", extra_vars, *args, target=())
+        return run.returncode, run.output
 
     run.server, run.build = server, build
     return run

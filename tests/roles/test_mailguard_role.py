@@ -6,7 +6,6 @@ to a temporary tree; everything else is the role as a host runs it, check mode i
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from spfwalk.guards import GuardPolicy
+from tests.support.playbook import REPO, run_playbook
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 PLAYBOOK = Path(__file__).with_name("mailguard_guard.yml")
 GUARDS = REPO / "plugins/module_utils/spfwalk/guards.py"
 POSTGREY_CHECK = REPO / "roles/postgrey/files/usr/local/sbin/postgrey-whitelist-check"
@@ -42,16 +40,8 @@ def host(tmp_path):
             "ansible_python_interpreter": sys.executable,
             **variables,
         }
-        env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-        done = subprocess.run(
-            [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", str(PLAYBOOK), "-e", json.dumps(extra), *args],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
-        )  # fmt: skip
-        try:
-            output = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            pytest.fail(f"ansible-playbook printed no JSON:\n{done.stdout}\n{done.stderr}")
-        return done.returncode, output["stats"]["localhost"], output
+        run = run_playbook(PLAYBOOK, extra, *args)
+        return run.returncode, run.output["stats"]["localhost"], run.output
 
     run.paths = paths
     return run
