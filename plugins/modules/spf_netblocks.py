@@ -26,6 +26,7 @@ description:
 version_added: "0.1.0"
 author: mailguard developers
 requirements:
+  - Python >= 3.11 on the host that runs the module (the walker uses asyncio.timeout)
   - dnspython >= 2.6 on the host that runs the module
 options:
   domains:
@@ -156,8 +157,19 @@ options:
         and addresses every sqlgrey release reads, and leaves IPv6 out.
     type: bool
     default: true
+attributes:
+  check_mode:
+    support: full
+    description: Walks the records and reports what would change; writes no file and no state.
+  diff_mode:
+    support: full
+    description: Shows the change of every output file as a unified diff.
+  platform:
+    support: full
+    platforms: posix
 notes:
-  - Supports check mode and diff mode.
+  - The walk asks the name servers of O(nameservers) (the host's resolvers by default) and
+    nothing else.
 """
 
 EXAMPLES = r"""
@@ -226,6 +238,9 @@ unique_questions:
   type: int
 """
 
+import platform
+import sys
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
@@ -280,6 +295,10 @@ def run_module() -> None:
         mutually_exclusive=[("outputs", "format"), ("outputs", "dest")],
         supports_check_mode=True,
     )
+    if sys.version_info < (3, 11):  # noqa: UP036 - the host running a module may have an older Python
+        # delegate_to: localhost runs it with localhost's discovered interpreter, maybe an old system Python.
+        module.fail_json(msg=f"spf_netblocks needs Python >= 3.11, this is {platform.python_version()} "
+                             f"({sys.executable}); point ansible_python_interpreter of the host that runs it at one")
     if IMPORT_ERROR is not None:
         module.fail_json(msg=missing_required_lib("dnspython"), exception=str(IMPORT_ERROR))
     params = module.params
