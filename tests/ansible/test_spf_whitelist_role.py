@@ -135,3 +135,12 @@ def test_sqlgrey_list_gets_the_static_addresses_and_postgrey_everything(playbook
     assert sqlgrey == ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]
     postgrey = (playbook.build / "whitelist_clients.local").read_text().splitlines()
     assert {"198.51.100.0/24", "mail.example.org", static[2]} <= set(postgrey)
+
+
+def test_extra_providers_are_walked_on_top_of_the_defaults(playbook):
+    # The inventory adds a sender without copying the project's list (and may repeat one of it).
+    rc, out = playbook(spf_whitelist_providers=["gmail.test"], spf_whitelist_providers_extra=["ses.test", "GMAIL.test"])
+    assert rc == 0, out
+    assert sorted(task_result(out, "Resolve the providers")["roots"]) == ["gmail.test", "ses.test"]
+    postgrey = (playbook.build / "whitelist_clients.local").read_text()
+    assert "203.0.113.0/24" in postgrey.splitlines()
