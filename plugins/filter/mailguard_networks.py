@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
-import re
 import sys
 from pathlib import Path
-
-_ADDRESS_LIKE = re.compile(r"^([0-9.]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.%]*)(/.*)?$")
 
 # The widest network any list of trusted or exempt clients may hold, per IP version: the rule
 # of Postfix's mynetworks preflight (roles/postfix/tasks/preflight.yml), so that both MTAs
@@ -33,9 +30,8 @@ LOCAL_NETWORKS = tuple(
 )
 _IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 
-# The whitelist guard the hosts' checkers load by path (plugins/module_utils is no package the
-# controller can import from a clone: Ansible only ships it with modules).
-_GUARDS_PATH = Path(__file__).resolve().parents[1] / "module_utils" / "spfwalk" / "guards.py"
+# The walker package: the whitelist guard and the static entries' rule come from it.
+_SPFWALK_DIR = Path(__file__).resolve().parents[1] / "module_utils" / "spfwalk"
 
 
 def _is_network(value) -> bool:
@@ -112,7 +108,7 @@ def mailguard_wide_hostnames(values) -> dict:
     A /regex/ is tested as a regex, anything else as a host name that matches the names below
     it (name, *.name), by the same guard the hosts' whitelist checkers use.
     """
-    policy = _guards().GuardPolicy()
+    policy = _spfwalk("guards").GuardPolicy()
     wide = {}
     for value in values or []:
         text = str(value)
@@ -123,14 +119,20 @@ def mailguard_wide_hostnames(values) -> dict:
     return wide
 
 
-def _guards():
-    name = "mailguard_guards"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _GUARDS_PATH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their class's module up there
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+def _spfwalk(module: str):
+    """A module of the walker package (plugins/module_utils/spfwalk), loaded from its files.
+
+    plugins/module_utils is no package the controller can import from a clone (Ansible ships it
+    only with modules): the package is loaded by path, under a name of its own.
+    """
+    package = "mailguard_spfwalk"
+    if package not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            package, _SPFWALK_DIR / "__init__.py", submodule_search_locations=[str(_SPFWALK_DIR)]
+        )
+        sys.modules[package] = importlib.util.module_from_spec(spec)  # dataclasses look their module up there
+        spec.loader.exec_module(sys.modules[package])
+    return importlib.import_module(f"{package}.{module}")
 
 
 def mailguard_split_static_entries(entries) -> dict:
@@ -143,13 +145,13 @@ def mailguard_split_static_entries(entries) -> dict:
     and as *.name, because postgrey matches a name and everything below it.
     """
     networks, names = [], []
+    kind_of = _spfwalk("outputs").static_entry_kind  # the module's own rule: both read an entry alike
     for entry in entries or []:
         text = str(entry).strip()
-        # Anything that looks like an address goes with the networks, valid or not: the resolver
-        # rejects a bad one by name ("300.1.2.3" is no host name either).
-        if _is_network(text) or _ADDRESS_LIKE.match(text):
+        kind = kind_of(text)
+        if kind == "network":  # valid or not: the module refuses a bad one by name
             networks.append(text)
-        elif text.startswith("/"):
+        elif kind == "regex":
             names.append(text)
         else:
             name = text.lower().rstrip(".")

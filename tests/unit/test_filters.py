@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from spfwalk.outputs import static_entry_kind
+
 PLUGIN = Path(__file__).resolve().parents[2] / "plugins/filter/mailguard_networks.py"
 _spec = importlib.util.spec_from_file_location("mailguard_networks", PLUGIN)
 networks = importlib.util.module_from_spec(_spec)
@@ -68,6 +70,17 @@ def test_static_entries_split_between_sqlgrey_files():
     assert split["networks"] == ["192.0.2.0/24", "2001:db8::1", "192.0.2.9/24", "300.1.2.3"]
     assert split["names"] == ["mail.example.org", "*.mail.example.org",
                               r"/.*outbound\.protection\.outlook\.com$/"]
+
+
+def test_the_sqlgrey_split_reads_each_entry_as_the_module_does():
+    # One rule (spfwalk.outputs.static_entry_kind): "/oops" (a regex missing its closing slash)
+    # went to sqlgrey's names file as a name; the module reads it as a network and refuses it.
+    entries = ["/oops", "/re/", "host.example", "192.0.2.1", "2001:db8::/32", "fe80::1%eth0", "1.2.3"]
+    split = networks.mailguard_split_static_entries(entries)
+    assert split["networks"] == ["/oops", "192.0.2.1", "2001:db8::/32", "fe80::1%eth0", "1.2.3"]
+    assert split["names"] == ["/re/", "host.example", "*.host.example"]
+    kinds = {entry: static_entry_kind(entry) for entry in entries}
+    assert [entry for entry, kind in kinds.items() if kind == "network"] == split["networks"]
 
 
 def test_whitelist_outputs_one_per_format_with_sqlgrey_networks_only():

@@ -82,6 +82,20 @@ class Rendered:
     entry_count: int = 0
 
 
+def static_entry_kind(entry: str) -> str:
+    """How every consumer reads a (stripped) static entry: ``regex``, ``network`` or ``hostname``.
+
+    One rule for the module and the roles' filters (sqlgrey keeps names and addresses in two
+    files): an entry that looks like an address is a network, valid or not, so that a typo
+    such as 300.1.2.3 is refused by name instead of being taken for a host name.
+    """
+    if len(entry) >= 2 and entry.startswith("/") and entry.endswith("/"):
+        return "regex"
+    if ":" in entry or "/" in entry or "%" in entry or _IP_LIKE.match(entry):
+        return "network"
+    return "hostname"
+
+
 def parse_static_entries(entries: Iterable[str] | None, policy: GuardPolicy | None = None) -> StaticEntries:
     """Validate static entries: addresses/CIDRs, host names, or postgrey-style ``/regex/``.
 
@@ -101,12 +115,13 @@ def parse_static_entries(entries: Iterable[str] | None, policy: GuardPolicy | No
             continue
         if any(ch.isspace() for ch in entry):
             raise StaticEntryError(f"static entry {entry!r} contains whitespace; give one entry per item")
-        if len(entry) >= 2 and entry.startswith("/") and entry.endswith("/"):
+        kind = static_entry_kind(entry)
+        if kind == "regex":
             body = _validate_regex(entry, policy)
             if body not in seen_regexes:
                 seen_regexes.add(body)
                 static.regexes.append(body)
-        elif ":" in entry or "/" in entry or "%" in entry or _IP_LIKE.match(entry):
+        elif kind == "network":
             net, had_host_bits = _parse_static_network(entry, policy)
             if had_host_bits:
                 static.warnings.append(
