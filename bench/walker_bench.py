@@ -18,6 +18,7 @@ Only the lab server on 127.0.0.x is ever queried.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -36,9 +37,11 @@ for _path in (REPO_ROOT, REPO_ROOT / "plugins" / "module_utils"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+import dns.asyncquery  # noqa: E402
 import dns.message  # noqa: E402
 import dns.version  # noqa: E402
 
+from spfwalk.dns_client import EDNS_PAYLOAD, DnsClient  # noqa: E402
 from spfwalk.walker import WalkerOptions, walk_sync  # noqa: E402
 from tests.support.dns_lab import start_dns_server  # noqa: E402
 from tests.support.zones import PROVIDER_ROOTS, critical_path, provider_zone, synthetic_tree  # noqa: E402
@@ -226,6 +229,48 @@ def bench_tree(address: str, delay_ms: int, runs: int, in_flight: list[int], qui
 # -- output ----------------------------------------------------------------------------
 
 
+def bench_client(address: str, runs: int, in_flight: int = 32) -> dict:
+    """CPU per question: the walker's DNS client against dnspython's own dns.asyncquery.udp().
+
+    Both ask the 341 tree names once, at most ``in_flight`` at a time, from a server that answers
+    at once: what remains is client CPU. If the walker's client costs about what dnspython's
+    one-shot query costs, the walk's distance to its floor is dnspython's and asyncio's per-query
+    work, not the walker's.
+    """
+    zone = synthetic_tree(fanout=TREE_FANOUT, depth=TREE_DEPTH, delay_ms=0, root=TREE_ROOT)
+    names = list(zone["records"])
+
+    async def walker_client(server):
+        client = DnsClient([server.address], port=server.port, max_in_flight=in_flight)
+        answers = await asyncio.gather(*(client.lookup(name, "TXT") for name in names))
+        return sum(answer.status == "found" for answer in answers)
+
+    async def dnspython_udp(server):
+        slots = asyncio.Semaphore(in_flight)
+
+        async def one(name):
+            async with slots:
+                query = dns.message.make_query(name, "TXT", use_edns=0, payload=EDNS_PAYLOAD)
+                reply = await dns.asyncquery.udp(query, server.address, timeout=2.0, port=server.port)
+                return bool(reply.answer)
+
+        return sum(await asyncio.gather(*(one(name) for name in names)))
+
+    cpu = {"walker_client": [], "dnspython_udp": []}
+    with start_dns_server(zone, address) as server:
+        for run in range(runs + 1):  # the first round warms both up and is not counted
+            for label, client in (("walker_client", walker_client), ("dnspython_udp", dnspython_udp)):
+                started = time.process_time()
+                found = asyncio.run(client(server))
+                if found != len(names):
+                    raise RuntimeError(f"{label}: {found} of {len(names)} names answered")
+                if run:
+                    cpu[label].append((time.process_time() - started) / len(names))
+    medians = {label: statistics.median(values) for label, values in cpu.items()}
+    return {"questions": len(names), "in_flight": in_flight, "cpu_per_question": cpu, "median": medians,
+            "ratio": medians["walker_client"] / medians["dnspython_udp"]}
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f} ms"
 
@@ -280,6 +325,15 @@ def print_providers(p: dict) -> None:
               f"{goal(p['serial_ratio'] >= SERIAL_GOAL)}")
     print_cpu(c)
     print_queries(c, p["queries_match"])
+
+
+def print_client(c: dict) -> None:
+    m = c["median"]
+    print(f"\n== DNS client CPU per question: {c['questions']} questions, {c['in_flight']} in flight, "
+          f"server answering at once ==")
+    print(f"  walker's DnsClient          {m['walker_client'] * 1e6:6.0f} us")
+    print(f"  dns.asyncquery.udp()        {m['dnspython_udp'] * 1e6:6.0f} us   (dnspython's one-shot query)")
+    print(f"  ratio                       {c['ratio']:6.2f} x")
 
 
 def print_tree(t: dict) -> None:
@@ -349,13 +403,16 @@ def main(argv: list[str] | None = None) -> int:
         print_providers(providers)
         tree = bench_tree(args.address, args.delay_ms, args.runs, in_flight, args.quick)
         print_tree(tree)
+        client = bench_client(args.address, args.runs)
+        print_client(client)
     except Exception as exc:
         # The walker (or the lab) raised: there is nothing meaningful to time.
         print(f"\nwalk raised {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print(f"\n(total benchmark time {time.monotonic() - started:.1f} s)")
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "providers": providers, "tree": tree}, indent=1))
+        args.json.write_text(json.dumps({"machine": info, "providers": providers, "tree": tree, "client": client},
+                                          indent=1))
         print(f"raw figures written to {args.json}")
     failures = providers["failed_runs"] + tree["failed_runs"]
     if failures:
