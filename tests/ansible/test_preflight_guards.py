@@ -12,10 +12,15 @@ import yaml
 from tests.support.playbook import REPO, failed_messages, run_playbook
 
 # Values a role needs that have no default, and that pass every check.
+# TLS is on by default: the roles' preflight wants the PEM texts (checked for their shape here).
+CERTIFICATE = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
 REQUIRED = {
-    "sqlgrey": {"sqlgrey_db_host": "172.30.53.30", "sqlgrey_db_password": "lab-only-greylist-pw"},
+    "sqlgrey": {"sqlgrey_db_host": "172.30.53.30", "sqlgrey_db_password": "lab-only-greylist-pw",
+                "sqlgrey_db_ca_certificate": CERTIFICATE},
     "greylist_postgresql": {
         "greylist_postgresql_password": "lab-only-greylist-pw",
+        "greylist_postgresql_tls_certificate": CERTIFICATE,
+        "greylist_postgresql_tls_private_key": "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----",
         "greylist_postgresql_listen_addresses": ["127.0.0.1", "172.30.53.30"],
         "greylist_postgresql_client_networks": ["172.30.53.25/32", "172.30.53.27/32"],
     },
