@@ -1,0 +1,97 @@
+"""The exim4 role's preflight refuses the issue 12 values before any host changes, naming the variable
+and the value: a backup MX without its recipients (accept-then-bounce), a wildcard recipient, a bad
+recipient-guessing limit, TLS file names Exim would expand, a protocol floor below TLS 1.2.
+
+Each case runs roles/exim4/tasks/preflight.yml through tests/ansible/preflight.yml on the controller
+(it only reads variables), with one value changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+BACKUP_MX = {"exim4_relay_to_domains": ["backup.example"], "exim4_relay_to_recipients": ["info@backup.example"]}
+
+
+def preflight(**overrides) -> tuple[int, str]:
+    """(returncode, the failure messages joined) of the exim4 preflight with overrides as extra vars."""
+    env = dict(
+        os.environ,
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_LOCALHOST_WARNING="false",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+    )
+    extra_vars = {"preflight_role": "exim4", **overrides}
+    done = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "tests/ansible/preflight.yml",
+         "-e", json.dumps(extra_vars)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    try:
+        output = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"ansible-playbook printed no JSON:\n{done.stdout}\n{done.stderr}")
+    return done.returncode, " ".join(failure_messages(output))
+
+
+def failure_messages(output: dict) -> list[str]:
+    messages = []
+    for play in output["plays"]:
+        for task in play["tasks"]:
+            result = task["hosts"].get("localhost", {})
+            messages += [one["msg"] for one in result.get("results", [result]) if one.get("failed") and "msg" in one]
+    return messages
+
+
+def test_the_defaults_and_a_backup_mx_with_its_recipients_pass():
+    rc, messages = preflight(
+        **BACKUP_MX,
+        exim4_bad_recipient_limit=0,
+        exim4_tls_certificate="/etc/exim4/exim.crt",
+        exim4_tls_privatekey="/etc/exim4/exim.key",
+        exim4_tls_advertise_hosts=["!192.0.2.7", "192.0.2.0/24", "2001:db8::/32", "*"],
+        exim4_tls_min_version="1.3",
+    )
+    assert rc == 0, messages
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable", "shown"),
+    [
+        # Debian's "bad recipients" count: a count, not a negative or a word.
+        ({"exim4_bad_recipient_limit": -1}, "exim4_bad_recipient_limit", "-1"),
+        # A backup MX for a domain without its recipients would accept every address and bounce later.
+        ({"exim4_relay_to_domains": ["backup.example"]}, "exim4_relay_to_domains", '"backup.example"'),
+        # Items that accept more addresses than they name.
+        ({**BACKUP_MX, "exim4_relay_to_recipients": ["*@backup.example"]}, "exim4_relay_to_recipients",
+         '"*@backup.example"'),
+        ({**BACKUP_MX, "exim4_relay_to_recipients": ["info@backup.example", "^.*@backup.example"]},
+         "exim4_relay_to_recipients", '"^.*@backup.example"'),
+        ({**BACKUP_MX, "exim4_relay_to_recipients": ["info@backup.example", "backup.example"]},
+         "exim4_relay_to_recipients", '"backup.example"'),
+        # A recipient of a domain this host is no backup for.
+        ({**BACKUP_MX, "exim4_relay_to_recipients": ["info@backup.example", "bob@elsewhere.example"]},
+         "exim4_relay_to_recipients", '"bob@elsewhere.example"'),
+        # Exim expands these options: a $ or a relative name is not the file meant.
+        ({"exim4_tls_certificate": "certs/mail.pem"}, "exim4_tls_certificate", '"certs/mail.pem"'),
+        ({"exim4_tls_privatekey": "/etc/ssl/private/${primary_hostname}.key"}, "exim4_tls_privatekey",
+         '"/etc/ssl/private/${primary_hostname}.key"'),
+        ({"exim4_tls_advertise_hosts": ["*", "mail example"]}, "exim4_tls_advertise_hosts", '"mail example"'),
+        # RFC 8996: TLS 1.0 and 1.1 are deprecated.
+        ({"exim4_tls_min_version": "1.1"}, "exim4_tls_min_version", '"1.1"'),
+        ({"exim4_tls_min_version": "1.0"}, "exim4_tls_min_version", '"1.0"'),
+    ],
+)  # fmt: skip
+def test_bad_value_is_refused_naming_variable_and_value(overrides, variable, shown):
+    rc, messages = preflight(**overrides)
+    assert rc != 0, f"{overrides} passed the exim4 preflight"
+    assert variable in messages and shown in messages, messages
