@@ -128,3 +128,53 @@ def test_relay_domains_without_relay_recipient_maps_is_refused():
     assert rc != 0
     assert "postfix_main_cf_extra.relay_domains" in messages and "backup.example" in messages, messages
     assert "relay_recipient_maps" in messages, messages
+
+
+def test_root_alias_to_an_address_or_a_local_user_passes():
+    for root_alias in ("alice", "admin@example.org", "root@other.example"):
+        rc, messages = preflight(postfix_root_alias=root_alias, postfix_system_recipients_extra=["oldservice"],
+                                 postfix_rate_limit_exception_cidr_tables=["/etc/postfix/providers.cidr"])
+        assert rc == 0, f"{root_alias}: {messages}"
+
+
+@pytest.mark.parametrize(
+    "root_alias",
+    [
+        pytest.param("root", id="root-itself"),
+        pytest.param("postmaster", id="an-alias-of-root"),
+        pytest.param("mailer-daemon@mx1.lab.test", id="an-alias-in-a-local-domain"),
+        pytest.param("two words", id="no-user-name"),
+        pytest.param("admin@localhost", id="domain-not-fqdn"),
+    ],
+)
+def test_root_alias_that_loops_or_is_no_address_is_refused(root_alias):
+    rc, messages = preflight(postfix_root_alias=root_alias)
+    assert rc != 0
+    assert "postfix_root_alias" in messages and json.dumps(root_alias) in messages, messages
+
+
+def test_an_extra_alias_for_root_is_refused():
+    rc, messages = preflight(postfix_aliases_extra={"root": "alice"})
+    assert rc != 0
+    assert "postfix_aliases_extra" in messages and "postfix_root_alias" in messages, messages
+
+
+@pytest.mark.parametrize("local_part", ["postmaster", "www-data@lab.test", "user+tag"])
+def test_system_recipient_extra_that_is_no_local_part_or_must_stay_reachable_is_refused(local_part):
+    rc, messages = preflight(postfix_system_recipients_extra=[local_part])
+    assert rc != 0
+    assert "postfix_system_recipients_extra" in messages and json.dumps(local_part) in messages, messages
+
+
+def test_first_user_uid_zero_is_refused():
+    rc, messages = preflight(postfix_first_user_uid=0)
+    assert rc != 0
+    assert "postfix_first_user_uid" in messages, messages
+
+
+@pytest.mark.parametrize("table", ["providers.cidr", "cidr:/etc/postfix/providers.cidr"])
+def test_rate_limit_exception_table_that_is_no_absolute_path_is_refused(table):
+    rc, messages = preflight(postfix_rate_limit_exception_cidr_tables=[table])
+    assert rc != 0
+    assert "postfix_rate_limit_exception_cidr_tables" in messages and json.dumps(table) in messages, messages
+

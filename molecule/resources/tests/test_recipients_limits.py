@@ -1,0 +1,167 @@
+"""Recipients, rate limits and the rules both stacks share (issue 12; behaviours 14-18).
+
+- Mail from outside to a system account (www-data, postgrey, nobody...) is refused at RCPT; local
+  submission to it is not. MAILER-DAEMON, one of Debian's standard aliases, is accepted (after
+  greylisting, as any mail) and delivered where root's mail goes.
+- The providers' pools are exempt from the per-client rate limits: 150 messages in a minute from
+  pool-a, no 4xx. A client outside the exemptions still meets the message limit.
+- The greylist daemon does not answer: mail is accepted without greylisting (fail open), SPF still
+  rejects.
+- postmaster@ and abuse@ are exempt from SPF rejection as well as from greylisting.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import testinfra
+from test_greylisting import assert_accepted, assert_greylisted, wait_for_mailbox
+
+RCPT = "alice@lab.test"
+
+# One SMTP session that sends COUNT transactions (MAIL, RCPT, DATA and a message; or only MAIL,
+# then RSET, with mode mail-only) and prints each transaction's replies as JSON. It stops at the
+# first refusal or hang-up (Postfix drops a client after 20 errors). Run by python3 inside a lab
+# client container (standard library only).
+BURST = r"""
+import json, smtplib, sys, time
+server, helo, sender, rcpt, count, mode = sys.argv[1:7]
+smtp = smtplib.SMTP(server, 25, timeout=30)
+smtp.ehlo(helo)
+started, replies = time.monotonic(), []
+for number in range(int(count)):
+    codes = []
+    try:
+        codes.append(smtp.docmd("MAIL FROM:<%s>" % sender))
+        if mode == "full" and codes[-1][0] == 250:
+            codes.append(smtp.docmd("RCPT TO:<%s>" % rcpt))
+            if codes[-1][0] == 250:
+                message = "Subject: burst %d\r\n\r\nmailguard lab burst %s\r\n" % (number, sender)
+                codes.append(smtp.docmd("DATA"))
+                if codes[-1][0] == 354:
+                    smtp.send(smtplib.quotedata(message).encode() + b"\r\n.\r\n")
+                    codes.append(smtp.getreply())
+        smtp.rset()
+    except (smtplib.SMTPException, OSError) as exc:
+        codes.append((None, ("disconnected: %s" % exc).encode()))
+    replies.append([[code, text.decode(errors="replace")] for code, text in codes])
+    if any(code is None or code >= 400 for code, _ in codes):
+        break
+print(json.dumps({"seconds": time.monotonic() - started, "transactions": replies}))
+try:
+    smtp.quit()
+except (smtplib.SMTPException, OSError):
+    pass
+"""
+
+
+def burst(client: str, server: str, helo: str, sender: str, rcpt: str, count: int, mode: str) -> dict:
+    done = testinfra.get_host(f"docker://{client}").run(
+        "timeout 120 python3 -c %s %s %s %s %s %s %s", BURST, server, helo, sender, rcpt, str(count), mode
+    )
+    assert done.rc == 0, f"the burst from {client} failed (rc {done.rc}): {done.stdout} {done.stderr}"
+    return json.loads(done.stdout)
+
+
+def refusals(result: dict) -> list[tuple[int, list]]:
+    """(message number, its replies) of every transaction that got a 4xx or 5xx or a hang-up."""
+    return [
+        (number, replies)
+        for number, replies in enumerate(result["transactions"], 1)
+        if any(code is None or code >= 400 for code, _ in replies)
+    ]
+
+
+@pytest.mark.only_mta("postfix", reason="the exim4 role does not refuse system accounts (UID < 1000) from outside yet")
+def test_mail_from_outside_to_a_system_account_is_refused_at_rcpt(probe, sender, mta):
+    result = probe("legit-mta", "--from", sender("legit.test", "sysacct"), "--to", "www-data@lab.test")
+    rcpt = result.reply("RCPT")
+    assert 500 <= (rcpt["code"] or 0) < 600, f"mail from outside to www-data@ not refused with a 5xx at RCPT:\n{result}"
+    assert "system account" in rcpt["text"].lower(), f"the {rcpt['code']} is not the system-account check's:\n{result}"
+
+    # Local submission (mynetworks) still reaches the account: cron and daemons mail their users.
+    local = mta.host.run(
+        "python3 -c %s",
+        "import smtplib; s = smtplib.SMTP('127.0.0.1', 25, timeout=30); s.ehlo('localhost');"
+        " s.mail('root@lab.test'); print(s.rcpt('www-data@lab.test')[0]); s.quit()",
+    )
+    assert local.rc == 0 and local.stdout.strip() == "250", f"local mail to www-data@ refused: {local.stdout}"
+
+
+@pytest.mark.only_mta(
+    "postfix", reason="the exim4 role does not manage /etc/aliases: no root destination, Debian's Exim keeps its own"
+)
+def test_mailer_daemon_is_accepted_and_delivered_to_roots_mailbox(probe, sender, mta):
+    envelope = ("--from", sender("legit.test", "to-mailer-daemon"), "--to", "MAILER-DAEMON@lab.test", "--data")
+    first = probe("legit-mta", *envelope)
+    assert first.code("RCPT") != 550, f"MAILER-DAEMON@ is unknown: Debian's standard aliases are missing:\n{first}"
+    # Greylisted like any other recipient (it is no exempt one): the retry after the delay passes.
+    assert_greylisted(first, mta)
+    time.sleep(mta.greylist_delay() + 1.5)
+    assert_accepted(probe("legit-mta", *envelope), mta)
+    wait_for_mailbox(mta, mta.roots_mailbox(), envelope[1])
+
+
+@pytest.mark.only_mta(
+    "postfix", reason="the exim4 role has no per-client message rate limit (connections only): nothing to exempt from"
+)
+def test_provider_pool_sends_150_messages_in_a_minute_without_a_4xx(sender, mta, lab):
+    count = 150
+    limit = mta.message_rate_limit()
+    assert 0 < limit < count, f"smtpd_client_message_rate_limit is {limit}: this test needs a limit below {count}"
+    tag = sender("bigpool.test", "burst")
+    result = burst("pool-a", mta.address, lab["lab_clients"]["pool-a"]["helo"], tag, RCPT, count, "full")
+    failures = refusals(result)
+    assert not failures, (
+        f"pool-a (in the providers' whitelist) was refused at message {failures[0][0]} of {count}: {failures[0][1]}\n"
+        f"smtpd_client_event_limit_exceptions = {mta.rate_limit_exceptions()}"
+    )
+    accepted = [replies for replies in result["transactions"] if replies[-1][0] == 250 and len(replies) == 4]
+    assert len(accepted) == count, f"only {len(accepted)} of {count} messages accepted: {result['transactions'][:3]}"
+    assert result["seconds"] < 60, f"{count} messages took {result['seconds']:.0f} s: not within the limit's minute"
+
+
+@pytest.mark.only_mta("postfix", reason="the exim4 role has no per-client message rate limit (connections only)")
+def test_client_outside_the_exemptions_meets_the_message_rate_limit(sender, mta, lab):
+    # MAIL then RSET only: nothing is delivered. spambot's count stays at the limit for a minute:
+    # no later test of this suite sends from spambot.
+    limit = mta.message_rate_limit()
+    tag = sender("foreign.test", "flood")
+    result = burst("spambot", mta.address, lab["lab_clients"]["spambot"]["helo"], tag, RCPT, limit + 1, "mail-only")
+    failures = refusals(result)
+    assert failures, f"{limit + 1} messages from spambot within a minute, no 4xx"
+    code, text = failures[0][1][0]
+    assert code == 450 and "too much mail" in text.lower(), f"not the message rate limit: {failures[0]}"
+
+
+def test_mail_is_accepted_without_greylisting_while_the_greylist_daemon_is_down(probe, sender, mta):
+    mta.host.check_output("systemctl stop %s", mta.greylist_service)
+    try:
+        assert not mta.greylist_answers(), f"{mta.greylist_service} still answers after systemctl stop"
+        # A new triplet: greylisted if the daemon answered.
+        result = probe("legit-mta", "--from", sender("legit.test", "greylist-down"), "--to", RCPT, "--data")
+        assert_accepted(result, mta)
+        # Fail open for the greylist only: SPF still rejects.
+        spf_fail = probe("legit-mta", "--from", sender("spf-fail.test", "greylist-down"), "--to", RCPT)
+        rcpt = spf_fail.reply("RCPT")
+        assert 500 <= (rcpt["code"] or 0) < 600 and "SPF" in rcpt["text"], f"SPF no longer rejects:\n{spf_fail}"
+    finally:
+        mta.host.check_output("systemctl start %s", mta.greylist_service)
+        deadline = time.monotonic() + 30
+        while not mta.greylist_answers():
+            assert time.monotonic() < deadline, f"{mta.greylist_service} does not answer again after its restart"
+            time.sleep(0.5)
+
+
+@pytest.mark.parametrize("mailbox", ["postmaster", "abuse"])
+def test_spf_fail_sender_reaches_postmaster_and_abuse_but_no_one_else(probe, sender, mta, mailbox):
+    # RFC 5321 4.5.1, RFC 2142: whoever's SPF record is broken must still reach postmaster.
+    envelope = ("--from", sender("spf-fail.test", f"spf-{mailbox}"))
+    exempt = probe("legit-mta", *envelope, "--to", f"{mailbox}@lab.test", "--data")
+    assert_accepted(exempt, mta)
+
+    other = probe("legit-mta", *envelope, "--to", RCPT)
+    rcpt = other.reply("RCPT")
+    assert 500 <= (rcpt["code"] or 0) < 600 and "SPF" in rcpt["text"], f"SPF fail to {RCPT} not rejected:\n{other}"
