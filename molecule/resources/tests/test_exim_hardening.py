@@ -101,7 +101,6 @@ def test_starttls_completes_with_the_configured_certificate(mta):
     assert re.search(r"^Protocol version: TLSv1\.[23]$", report, re.M), report
 
 
-@pytest.mark.only_mta("exim", reason="Postfix 3.7's default smtpd_tls_protocols still accept TLS 1.0 and 1.1")
 @pytest.mark.parametrize("version", ["-tls1", "-tls1_1"])
 def test_tls_below_1_2_is_refused(mta, version):
     # SECLEVEL=0: this client would speak TLS 1.0/1.1; the server must not (RFC 8996).
