@@ -4,13 +4,21 @@
 from __future__ import annotations
 
 import ipaddress
-import random
 import re
-import socket
-import struct
-import time
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:  # python3-dnspython on the mail host (the role installs it)
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdataclass
+    import dns.rdatatype
+
+    IMPORT_ERROR = None
+except ImportError as exc:
+    IMPORT_ERROR = exc
 
 DOCUMENTATION = r"""
 module: dnsbl_test_point
@@ -21,7 +29,9 @@ description:
     is one of the 127.255.255.0/24 error codes (Spamhaus answers 127.255.255.254 to queries from public
     resolvers). NXDOMAIN, no A record, or no answer at all mean the DNSBL would reject nobody.
   - Exim entries with a C(/key) look up something other than the client address and are skipped.
-  - Needs nothing but Python's standard library on the host.
+  - Needs dnspython on the host (Debian's python3-dnspython, which the role installs).
+requirements:
+  - dnspython
 options:
   sites:
     description: DNSBL entries, e.g. C(zen.spamhaus.org=127.0.0.[2..11]) or C(bl.spamcop.net=127.0.0.2).
@@ -87,9 +97,6 @@ TEST_POINT = "2.0.0.127"  # 127.0.0.2, reversed (RFC 5782 section 5)
 # Error codes rather than listings (Spamhaus: .252 typing error, .254 public or open resolver,
 # .255 too many queries); no DNSBL lists an address with them.
 ERROR_ANSWERS = ipaddress.ip_network("127.255.255.0/24")
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-TYPE_A = 1
-CLASS_IN = 1
 
 POSTFIX_ENTRY = re.compile(r"^(?P<zone>[^=\s]+)(=(?P<filter>\S+))?$")
 POSTFIX_OCTET_PATTERN = re.compile(r"\[[^\]]*\]|[^.\[\]]+")
@@ -174,59 +181,19 @@ def problem(entry: str, parsed: dict, syntax: str, query: str, status: str, answ
     return ""
 
 
-# -- DNS over UDP ---------------------------------------------------------------------------------
+# -- DNS, through dnspython -------------------------------------------------------------------------
 
 
-def encode_name(name: str) -> bytes:
-    return b"".join(bytes([len(label)]) + label.encode("ascii") for label in name.strip(".").split(".")) + b"\0"
-
-
-def skip_name(message: bytes, offset: int) -> int:
-    while True:
-        length = message[offset]
-        if length & 0xC0 == 0xC0:  # a compression pointer ends the name
-            return offset + 2
-        if length == 0:
-            return offset + 1
-        offset += 1 + length
-
-
-def parse_reply(message: bytes) -> tuple[str, list[str]]:
-    """(rcode name, the A records of the answer section)."""
-    _, flags, qdcount, ancount, _, _ = struct.unpack("!HHHHHH", message[:12])
-    offset = 12
-    for _ in range(qdcount):
-        offset = skip_name(message, offset) + 4
-    answers = []
-    for _ in range(ancount):
-        offset = skip_name(message, offset)
-        rtype, rclass, _, length = struct.unpack("!HHIH", message[offset:offset + 10])
-        offset += 10
-        if rtype == TYPE_A and rclass == CLASS_IN and length == 4:
-            answers.append(socket.inet_ntoa(message[offset:offset + 4]))
-        offset += length
-    return RCODES.get(flags & 0x0F, f"RCODE{flags & 0x0F}"), answers
-
-
-def ask(name: str, server: str, port: int, timeout: float, tries: int = 2) -> tuple[str, list[str]]:
-    """(rcode name or "no answer", A records) of one recursive A query."""
-    family = socket.AF_INET6 if ":" in server else socket.AF_INET
-    for _ in range(tries):
-        query_id = random.randrange(0x10000)
-        query = struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + encode_name(name) + struct.pack(
-            "!HH", TYPE_A, CLASS_IN)
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.sendto(query, (server, port))
-            deadline = time.monotonic() + timeout
-            while (left := deadline - time.monotonic()) > 0:
-                sock.settimeout(left)
-                try:
-                    reply = sock.recv(4096)
-                except (TimeoutError, OSError):
-                    break
-                if len(reply) >= 12 and struct.unpack("!H", reply[:2])[0] == query_id:
-                    return parse_reply(reply)
-    return "no answer", []
+def ask(name: str, server: str, port: int, timeout: float) -> tuple[str, list[str]]:
+    """(rcode name or "no answer", A records) of one recursive A query to ``server`` alone."""
+    query = dns.message.make_query(name, dns.rdatatype.A)
+    try:
+        # udp_with_fallback: TCP after a truncated reply; dnspython matches ID and question.
+        reply, _tcp = dns.query.udp_with_fallback(query, server, timeout=timeout, port=port)
+    except (dns.exception.DNSException, OSError):  # silence, refused port, malformed reply
+        return "no answer", []
+    rrset = reply.get_rrset(reply.answer, query.question[0].name, dns.rdataclass.IN, dns.rdatatype.A)
+    return dns.rcode.to_text(reply.rcode()), [rdata.address for rdata in rrset or ()]
 
 
 # -- the module -----------------------------------------------------------------------------------
@@ -264,6 +231,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
+    if IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib("dnspython (Debian: python3-dnspython)"), exception=str(IMPORT_ERROR))
     params = module.params
     result = check(params["sites"], params["syntax"], params["server"], params["port"], params["timeout"])
     if result["unparsable"]:
