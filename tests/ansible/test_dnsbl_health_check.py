@@ -8,16 +8,11 @@ on the controller against a test DNS server on loopback; the scenarios run it on
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from tests.support.playbook import failed_messages, run_playbook
 
 ZONE = {
     "records": {
@@ -34,22 +29,11 @@ ZONE = {
 
 def run(playbook: str, variables: dict) -> tuple[int, str, str]:
     """(returncode, failure messages, warnings) of a tests/ansible playbook on localhost."""
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
-    done = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", playbook, "-e", json.dumps(variables)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    try:
-        output = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"ansible-playbook printed no JSON:\n{done.stdout}\n{done.stderr}")
-    results = [result for play in output["plays"] for task in play["tasks"]
+    done = run_playbook(playbook, variables)
+    results = [result for play in done.output["plays"] for task in play["tasks"]
                for result in task["hosts"].values()]
-    failures = " ".join(str(item.get("msg")) for result in results
-                        for item in result.get("results", [result]) if item.get("failed"))
     warnings = " ".join(warning for result in results for warning in result.get("warnings", []))
-    return done.returncode, failures, warnings
+    return done.returncode, " ".join(failed_messages(done.output)), warnings
 
 
 @pytest.fixture

@@ -8,48 +8,17 @@ Each case runs roles/exim4/tasks/preflight.yml through tests/ansible/preflight.y
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from tests.support.playbook import failed_messages, run_playbook
+
 BACKUP_MX = {"exim4_relay_to_domains": ["backup.example"], "exim4_relay_to_recipients": ["info@backup.example"]}
 
 
 def preflight(**overrides) -> tuple[int, str]:
     """(returncode, the failure messages joined) of the exim4 preflight with overrides as extra vars."""
-    env = dict(
-        os.environ,
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_LOCALHOST_WARNING="false",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-    )
-    extra_vars = {"preflight_role": "exim4", **overrides}
-    done = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "tests/ansible/preflight.yml",
-         "-e", json.dumps(extra_vars)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    try:
-        output = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"ansible-playbook printed no JSON:\n{done.stdout}\n{done.stderr}")
-    return done.returncode, " ".join(failure_messages(output))
-
-
-def failure_messages(output: dict) -> list[str]:
-    messages = []
-    for play in output["plays"]:
-        for task in play["tasks"]:
-            result = task["hosts"].get("localhost", {})
-            messages += [one["msg"] for one in result.get("results", [result]) if one.get("failed") and "msg" in one]
-    return messages
+    run = run_playbook("tests/ansible/preflight.yml", {"preflight_role": "exim4", **overrides})
+    return run.returncode, " ".join(failed_messages(run.output))
 
 
 def test_the_defaults_and_a_backup_mx_with_its_recipients_pass():

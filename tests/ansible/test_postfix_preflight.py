@@ -7,15 +7,10 @@ only reads variables) with one bad value, and expects a failure that names the v
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from tests.support.playbook import failed_messages, run_playbook
 
 # What the lab inventory sets for mx1 (the role's default myhostname is the inventory name).
 BASE = {"postfix_myhostname": "mx1.lab.test", "postfix_mydomain": "lab.test"}
@@ -24,28 +19,8 @@ RELAY_TAIL = ["reject_unauth_destination"]
 
 def preflight(**overrides) -> tuple[int, str]:
     """(returncode, the failure messages) of the preflight with BASE and overrides as extra vars."""
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
-    done = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "tests/ansible/postfix_preflight.yml",
-         "-e", json.dumps({**BASE, **overrides})],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    try:
-        output = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"ansible-playbook printed no JSON:\n{done.stdout}\n{done.stderr}")
-    return done.returncode, " ".join(failure_messages(output))
-
-
-def failure_messages(output: dict) -> list[str]:
-    messages = []
-    for play in output["plays"]:
-        for task in play["tasks"]:
-            result = task["hosts"].get("localhost", {})
-            results = result.get("results", [result])
-            messages += [item["msg"] for item in results if item.get("failed") and "msg" in item]
-    return messages
+    run = run_playbook("tests/ansible/postfix_preflight.yml", {**BASE, **overrides})
+    return run.returncode, " ".join(failed_messages(run.output))
 
 
 def test_the_defaults_and_safe_variants_pass():

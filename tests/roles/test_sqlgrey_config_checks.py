@@ -9,8 +9,6 @@ checkers against the installed sqlgrey and systemd.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.playbook import run_playbook
+
 REPO = Path(__file__).resolve().parents[2]
 SBIN = REPO / "roles/sqlgrey/files/usr/local/sbin"
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 # The settings sqlgrey 1.8.0 reads ($dflt{...} in /usr/sbin/sqlgrey) and the defaults it gives the
 # numeric ones, in the shape of its source: the checker reads the installed program the same way.
@@ -52,13 +51,8 @@ def rendered_conf(tmp_path_factory) -> Path:
         "greylist_postgresql_password": "lab-only-greylist-pw",
         "sqlgrey_db_host": "172.30.53.30", "sqlgrey_db_password": "lab-only-greylist-pw",
     }
-    done = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", "tests/ansible/render_greylist_database.yml",
-         "-e", json.dumps(variables)],
-        cwd=REPO, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")),
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_playbook("tests/ansible/render_greylist_database.yml", variables)
+    assert done.returncode == 0, done.text
     return out / "sqlgrey.conf"
 
 
