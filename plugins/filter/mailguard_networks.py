@@ -119,6 +119,29 @@ def mailguard_wide_hostnames(values) -> dict:
     return wide
 
 
+def mailguard_guard_policy_error(min_prefix4, min_prefix6, allowed_networks) -> str:
+    """Why the whitelist guard would refuse this policy, or "" when it takes it.
+
+    The guard's own rule (GuardPolicy), applied on the controller in preflight, so that a bad
+    floor or allowed network fails before any host changes, not when the host validates the file.
+    A string of digits counts as its number, as the role's "| int" reads it (an -e name=value
+    extra var is a string); anything else reaches the guard as it is.
+    """
+
+    def as_written(value):
+        # Plain int: Ansible hands over its own int and str subclasses; a bool stays a bool (refused).
+        if isinstance(value, int) and not isinstance(value, bool):
+            return int(value)
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    guards = _spfwalk("guards")
+    try:
+        guards.GuardPolicy.from_options(as_written(min_prefix4), as_written(min_prefix6), allowed_networks)
+    except guards.GuardError as exc:
+        return str(exc)
+    return ""
+
+
 def _spfwalk(module: str):
     """A module of the walker package (plugins/module_utils/spfwalk), loaded from its files.
 
@@ -187,5 +210,6 @@ class FilterModule:
             "mailguard_open_networks": mailguard_open_networks,
             "mailguard_wildcard_addresses": mailguard_wildcard_addresses,
             "mailguard_wide_hostnames": mailguard_wide_hostnames,
+            "mailguard_guard_policy_error": mailguard_guard_policy_error,
             "mailguard_split_static_entries": mailguard_split_static_entries,
         }

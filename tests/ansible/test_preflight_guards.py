@@ -129,7 +129,8 @@ def test_the_networks_and_names_a_site_needs_pass(role, good):
     assert rc == 0, messages
 
 
-@pytest.mark.parametrize("role", ["exim4", "policyd_spf", "sqlgrey", "greylist_postgresql"])
+@pytest.mark.parametrize(
+    "role", ["exim4", "policyd_spf", "sqlgrey", "greylist_postgresql", "postfix", "postgrey", "greylistd", "mailguard"])
 def test_the_preflight_comes_before_every_other_task(role):
     tasks = yaml.safe_load((REPO / "roles" / role / "tasks" / "main.yml").read_text())
     assert tasks[0] == {

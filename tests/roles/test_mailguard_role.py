@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from spfwalk.guards import GuardPolicy
-from tests.support.playbook import REPO, run_playbook
+from tests.support.playbook import REPO, failed_messages, run_playbook
 
 PLAYBOOK = Path(__file__).with_name("mailguard_guard.yml")
 GUARDS = REPO / "plugins/module_utils/spfwalk/guards.py"
@@ -100,3 +100,15 @@ def test_a_bad_allowed_network_fails_the_run_with_the_guards_reason_and_keeps_th
     ]
     assert "allowed network '172.30.53.1/24' is not a network without host bits" in failed[0]["stderr"]
     assert host.paths["policy"].read_bytes() == before
+
+
+def test_as_a_dependency_the_role_changes_nothing_and_refuses_a_bad_policy_by_name(host):
+    """main (what the dependency runs) checks the policy on the controller and installs nothing."""
+    rc, stats, _ = host(mailguard_entry_point="main")
+    assert (rc, stats["failures"], stats["changed"]) == (0, 0, 0)
+    assert not host.paths["module"].parent.exists()
+    rc, stats, output = host(mailguard_entry_point="main", mailguard_whitelist_allowed_networks=["0.0.0.0/0"])
+    assert (rc, stats["failures"], stats["changed"]) == (2, 1, 0)
+    assert any("mailguard_whitelist_allowed_networks" in message and "wider than the floor /12" in message
+               for message in failed_messages(output))
+    assert not host.paths["policy"].parent.exists()
