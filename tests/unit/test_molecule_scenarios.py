@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 
-MOLECULE = Path(__file__).resolve().parents[2] / "molecule"
+from tests.support.molecule_config import REPO, scenario_config
+
+MOLECULE = REPO / "molecule"
 SCENARIOS = sorted(path.parent for path in MOLECULE.glob("*/molecule.yml"))
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda path: path.name)
 def test_every_scenario_verifies_with_real_tests(scenario):
-    config = yaml.safe_load((scenario / "molecule.yml").read_text())
+    config = scenario_config(scenario)
     verifier = config.get("verifier", {})
     assert verifier.get("name") == "testinfra", f"{scenario.name}: verify must run the testinfra tests"
     directory = (scenario / verifier.get("directory", "tests")).resolve()
@@ -25,3 +24,13 @@ def test_every_scenario_verifies_with_real_tests(scenario):
 
 def test_there_are_scenarios():
     assert {path.name for path in SCENARIOS} >= {"default", "smoke"}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda path: path.name)
+def test_every_scenario_finds_the_projects_roles_and_plugins(scenario):
+    """Molecule does not read ansible.cfg: the base config's env must reach every scenario."""
+    config = scenario_config(scenario)
+    env = config["provisioner"]["env"]
+    assert env["ANSIBLE_ROLES_PATH"] == "${MOLECULE_PROJECT_DIRECTORY}/roles"
+    assert env["ANSIBLE_FILTER_PLUGINS"] == "${MOLECULE_PROJECT_DIRECTORY}/plugins/filter"
+    assert config["driver"]["name"] == "docker"
