@@ -38,6 +38,13 @@ def test_the_defaults_and_a_backup_mx_with_its_recipients_pass():
     [
         # Debian's "bad recipients" count: a count, not a negative or a word.
         ({"exim4_bad_recipient_limit": -1}, "exim4_bad_recipient_limit", "-1"),
+        # The system accounts' extras are local parts, and never one everyone must reach.
+        ({"exim4_system_recipients_extra": ["www data"]}, "exim4_system_recipients_extra", '"www data"'),
+        ({"exim4_system_recipients_extra": ["old@example.org"]}, "exim4_system_recipients_extra",
+         '"old@example.org"'),
+        ({"exim4_system_recipients_extra": ["postmaster"]}, "exim4_system_recipients_extra", '"postmaster"'),
+        ({"exim4_first_user_uid": 0}, "exim4_first_user_uid", "(0)"),
+        ({"exim4_message_rate_limit": -5}, "exim4_message_rate_limit", "exim4_message_rate_limit"),
         # A backup MX for a domain without its recipients would accept every address and bounce later.
         ({"exim4_relay_to_domains": ["backup.example"]}, "exim4_relay_to_domains", '"backup.example"'),
         # Items that accept more addresses than they name.

@@ -39,6 +39,7 @@ class MailHost:
     start_command = ""
     container = ""
     address_key = ""  # the lab.yml key of the host's address
+    name_key = ""  # the lab.yml key of the host's name
     greylist_code = 0
     accepted_text = ""  # regex of the reply to a queued message
     whitelist = ""  # the providers' whitelist, as installed by spf_whitelist
@@ -57,6 +58,10 @@ class MailHost:
     @property
     def address(self) -> str:
         return LAB[self.address_key]
+
+    @property
+    def hostname(self) -> str:
+        return LAB[self.name_key]
 
     def queue(self) -> list[str]:
         """One line per queued message; empty when the queue is empty."""
@@ -80,7 +85,7 @@ class MailHost:
         raise NotImplementedError
 
     def message_rate_limit(self) -> int:
-        """Messages one client may send per rate-limit period (Postfix's anvil)."""
+        """Messages one client may send per rate-limit period (Postfix's anvil, Exim's per_mail ratelimit)."""
         raise NotImplementedError
 
     def greylist_answers(self) -> bool:
@@ -99,6 +104,7 @@ class Postfix(MailHost):
     start_command = "systemctl start postfix"
     container = "mx1"
     address_key = "lab_mx_address"
+    name_key = "lab_mx_name"
     greylist_code = 450
     accepted_text = r"queued as"
     whitelist = "/etc/postgrey/whitelist_clients.local"
@@ -184,6 +190,7 @@ class Exim(MailHost):
     start_command = "systemctl restart exim4"
     container = "exim1"
     address_key = "lab_exim_address"
+    name_key = "lab_exim_name"
     greylist_code = 451
     accepted_text = r"OK id="
     whitelist = "/etc/exim4/mailguard/greylist-whitelist-hosts"
@@ -222,6 +229,10 @@ class Exim(MailHost):
     def invalid_helo_verdict(self) -> tuple[str, int]:
         # Exim's own syntax check (helo_allow_chars), before any ACL.
         return "HELO", 501
+
+    def message_rate_limit(self) -> int:
+        # The MAIL ACL's per_mail ratelimit (the connect ACL's is per_conn).
+        return int(self.config_line(r"^\s*ratelimit\s*=\s*(\d+)\s*/\s*\S+\s*/\s*per_mail\b").group(1))
 
     def fresh_recipient(self, user: str) -> str:
         # Debian's Exim routers know no address extensions: the plain address (a verify rerun
