@@ -57,7 +57,7 @@ PLAYBOOK = """\
   hosts: all
   gather_facts: false
   roles:
-    - role: postfix
+    - role: mailguard.mail.postfix
 """
 
 RESTRICTION_PARAMETERS = ["smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
@@ -158,7 +158,7 @@ def apply_role(box: Container, address: str) -> str:
         inventory.write_text(json.dumps({"all": {"hosts": {box.name: host}}}, indent=1))  # JSON is YAML
         playbook = Path(tmp) / "postfix.yml"
         playbook.write_text(PLAYBOOK)
-        env = os.environ | {"ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"), "ANSIBLE_NOCOLOR": "1",
+        env = os.environ | {"ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
                             "ANSIBLE_FORCE_COLOR": "0"}
         proc = subprocess.run([str(playbook_bin), "-i", str(inventory), str(playbook)], cwd=REPO_ROOT, env=env,
                               capture_output=True, text=True, timeout=400, check=False)

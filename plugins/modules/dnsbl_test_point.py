@@ -68,7 +68,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Check the DNSBLs of Postfix through the local resolver
-  dnsbl_test_point:
+  mailguard.mail.dnsbl_test_point:
     sites: "{{ postfix_rbl_sites }}"
     syntax: postfix
 """

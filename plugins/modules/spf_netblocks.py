@@ -174,7 +174,7 @@ notes:
 
 EXAMPLES = r"""
 - name: Write postgrey's client whitelist from the big providers' SPF records
-  spf_netblocks:
+  mailguard.mail.spf_netblocks:
     domains: [gmail.com, outlook.com, icloud.com, amazonses.com]
     static_entries:
       - /.*outbound\.protection\.outlook\.com$/
@@ -184,7 +184,7 @@ EXAMPLES = r"""
   delegate_to: localhost
 
 - name: Same providers as a Postfix cidr table for postscreen
-  spf_netblocks:
+  mailguard.mail.spf_netblocks:
     domains: [gmail.com, outlook.com]
     format: cidr
     cidr_action: permit
@@ -244,17 +244,21 @@ import sys
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from ansible.module_utils.spfwalk.guards import GuardError, GuardPolicy
-    from ansible.module_utils.spfwalk.outputs import FORMATS, OutputError, parse_static_entries
-    from ansible.module_utils.spfwalk.update import (
-        Limits,
-        OutputSpec,
-        apply_update,
-        default_state_path,
-        discard_pending_state,
-        plan_outputs,
-    )
-    from ansible.module_utils.spfwalk.walker import WalkerOptions, walk_sync
+    try:
+        # The collection's own walker: mailguard.mail installed, or a clone (collections/ links back).
+        from ansible_collections.mailguard.mail.plugins.module_utils.spfwalk import guards, outputs, update, walker
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("ansible_collections"):
+            raise
+        # The module copied into a library path, the walker into a module_utils path.
+        from ansible.module_utils.spfwalk import guards, outputs, update, walker
+
+    GuardError, GuardPolicy = guards.GuardError, guards.GuardPolicy
+    FORMATS, OutputError, parse_static_entries = outputs.FORMATS, outputs.OutputError, outputs.parse_static_entries
+    Limits, OutputSpec, apply_update = update.Limits, update.OutputSpec, update.apply_update
+    default_state_path, discard_pending_state, plan_outputs = (
+        update.default_state_path, update.discard_pending_state, update.plan_outputs)
+    WalkerOptions, walk_sync = walker.WalkerOptions, walker.walk_sync
 
     IMPORT_ERROR = None
 except ImportError as exc:  # dnspython missing on the host running the module

@@ -31,7 +31,7 @@ def older_python() -> str | None:
 def test_an_old_python_gets_one_line_naming_the_version(tmp_path):
     interpreter = older_python()
     done = subprocess.run(
-        [str(ANSIBLE), "-i", "localhost,", "-c", "local", "localhost", "-m", "spf_netblocks",
+        [str(ANSIBLE), "-i", "localhost,", "-c", "local", "localhost", "-m", "mailguard.mail.spf_netblocks",
          "-a", f"domains=gmail.test dest={tmp_path / 'list'}", "-e", f"ansible_python_interpreter={interpreter}"],
         cwd=REPO, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")), capture_output=True, text=True,
         timeout=120, check=False,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from spfwalk.outputs import static_entry_kind
 
 PLUGIN = Path(__file__).resolve().parents[2] / "plugins/filter/mailguard_networks.py"
@@ -99,4 +101,23 @@ def test_whitelist_outputs_one_per_format_with_sqlgrey_networks_only():
 def test_filters_are_registered_under_their_names():
     assert set(networks.FilterModule().filters()) == {
         "mailguard_invalid_networks", "mailguard_open_networks", "mailguard_split_static_entries",
-        "mailguard_whitelist_outputs", "mailguard_wide_hostnames", "mailguard_wildcard_addresses"}
+        "mailguard_whitelist_outputs", "mailguard_wide_hostnames", "mailguard_wildcard_addresses",
+        "mailguard_guard_policy_error"}
+
+
+@pytest.mark.parametrize(
+    ("min4", "min6", "allowed", "error"),
+    [
+        (12, 28, [], ""),
+        ("16", "32", ["172.30.53.0/24"], ""),  # an -e extra var is a string of digits
+        (12, 28, ["0.0.0.0/0"], "wider than the floor /12"),
+        (12, 28, ["172.30.53.1/24"], "not a network without host bits"),
+        (33, 28, [], "min_prefix4 must be an integer from 0 to 32"),
+        (True, 28, [], "min_prefix4 must be an integer"),
+        ("twelve", 28, [], "min_prefix4 must be an integer"),
+        (12, 28, "172.30.53.0/24", "must be a list of networks"),
+    ],
+)
+def test_guard_policy_error_is_the_guards_own_verdict(min4, min6, allowed, error):
+    found = networks.mailguard_guard_policy_error(min4, min6, allowed)
+    assert (error in found) if error else found == "", found

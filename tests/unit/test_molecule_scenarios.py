@@ -31,6 +31,7 @@ def test_every_scenario_finds_the_projects_roles_and_plugins(scenario):
     """Molecule does not read ansible.cfg: the base config's env must reach every scenario."""
     config = scenario_config(scenario)
     env = config["provisioner"]["env"]
-    assert env["ANSIBLE_ROLES_PATH"] == "${MOLECULE_PROJECT_DIRECTORY}/roles"
-    assert env["ANSIBLE_FILTER_PLUGINS"] == "${MOLECULE_PROJECT_DIRECTORY}/plugins/filter"
+    assert env["ANSIBLE_COLLECTIONS_PATH"] == "${MOLECULE_PROJECT_DIRECTORY}/collections"
+    link = REPO / "collections/ansible_collections/mailguard/mail"
+    assert link.resolve() == REPO, f"{link} must link back to the repository"
     assert config["driver"]["name"] == "docker"
