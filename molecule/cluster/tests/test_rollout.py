@@ -40,9 +40,9 @@ GROWN_AGAIN = "v=spf1 ip4:172.30.53.96/29 ip4:172.30.53.112/29 ip4:172.30.53.136
 POOL = "pool-a"
 RCPT = "alice@lab.test"
 
-INSTALL_TASK = "whitelist_rollout : Install the controller's whitelist"
-CHECK_TASK = "whitelist_rollout : Ask the greylist and the MTA"
-RELOAD_HANDLER = "whitelist_rollout : Reload the greylist daemon"
+INSTALL_TASK = "mailguard.mail.whitelist_rollout : Install the controller's whitelist"
+CHECK_TASK = "mailguard.mail.whitelist_rollout : Ask the greylist and the MTA"
+RELOAD_HANDLER = "mailguard.mail.whitelist_rollout : Reload the greylist daemon"
 
 
 def host(name: str):

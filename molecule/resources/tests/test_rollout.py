@@ -15,7 +15,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[3]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
-CHECK_TASK = "whitelist_rollout : Ask the greylist and the MTA"
+CHECK_TASK = "mailguard.mail.whitelist_rollout : Ask the greylist and the MTA"
 
 
 def rollout() -> subprocess.CompletedProcess:
