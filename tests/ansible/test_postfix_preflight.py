@@ -98,6 +98,15 @@ def test_public_space_wider_than_a_site_in_mynetworks_is_refused(network):
     assert "postfix_mynetworks" in messages and json.dumps(network) in messages and "public" in messages, messages
 
 
+# Judged by the same Python filters as Exim's relay nets (no Jinja arithmetic): a host bit, an
+# IPv4-mapped IPv6 network that maps all of IPv4, a malformed IPv6 address, a bracketed one.
+@pytest.mark.parametrize("network", ["10.0.0.1/8", "::ffff:0:0/96", "2001:db8:::/48", "::::", "[::1]/128"])
+def test_a_network_postfix_would_misread_or_widen_in_mynetworks_is_refused(network):
+    rc, messages = preflight(postfix_mynetworks=["127.0.0.0/8", network])
+    assert rc != 0
+    assert "postfix_mynetworks" in messages and json.dumps(network) in messages, messages
+
+
 def test_relay_domains_without_relay_recipient_maps_is_refused():
     rc, messages = preflight(postfix_main_cf_extra={"relay_domains": "backup.example"})
     assert rc != 0

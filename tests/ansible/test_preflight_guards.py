@@ -44,6 +44,9 @@ def assert_refused(role: str, variable: str, value, shown: str) -> None:
     [
         ("exim4_relay_nets", ["192.0.2.0/24", "0.0.0.0/0"], '"0.0.0.0/0"'),
         ("exim4_relay_nets", ["::/0"], '"::/0"'),
+        # Not an address at all (the old pattern took any run of colons), and host bits.
+        ("exim4_relay_nets", ["::::"], '"::::"'),
+        ("exim4_relay_nets", ["192.0.2.1/24"], '"192.0.2.1/24"'),
         # Wider than Postfix's mynetworks allows, though not /0.
         ("exim4_relay_nets", ["1.0.0.0/7"], '"1.0.0.0/7"'),
         ("exim4_relay_nets", ["2000::/15"], '"2000::/15"'),
