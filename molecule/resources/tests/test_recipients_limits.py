@@ -58,7 +58,7 @@ except (smtplib.SMTPException, OSError):
 
 def burst(client: str, server: str, helo: str, sender: str, rcpt: str, count: int) -> dict:
     done = testinfra.get_host(f"docker://{client}").run(
-        "timeout 120 python3 -c %s %s %s %s %s %s", BURST, server, helo, sender, rcpt, str(count)
+        "timeout 240 python3 -c %s %s %s %s %s %s", BURST, server, helo, sender, rcpt, str(count)
     )
     assert done.rc == 0, f"the burst from {client} failed (rc {done.rc}): {done.stdout} {done.stderr}"
     return json.loads(done.stdout)
@@ -129,18 +129,22 @@ def wait_until_greeted(probe, client: str, seconds: float = 90) -> None:
 def test_client_outside_the_exemptions_meets_the_message_rate_limit(probe, sender, mta, lab):
     # Whole messages to postmaster (never greylisted), one after the other in one session: Exim
     # drops a session after ten RSETs (smtp_accept_max_nonmail), so no MAIL-then-RSET loop.
+    # Postfix's anvil counts the messages of a minute and refuses message limit + 1. Exim's
+    # ratelimit is a moving average that decays while the burst runs (about n - n*t/120 after n
+    # messages in t seconds), so on a slow host it refuses some messages later: send up to three
+    # times the limit and require the refusal after the limit, never before it.
     # flooder's count stays at the limit for a minute: no later test of this suite sends from it.
     wait_until_greeted(probe, "flooder")
     limit = mta.message_rate_limit()
     tag = sender("foreign.test", "flood")
     result = burst("flooder", mta.address, lab["lab_clients"]["flooder"]["helo"], tag, "postmaster@lab.test",
-                   limit + 1)
+                   3 * limit)
     failures = refusals(result)
-    assert failures, f"{limit + 1} messages from flooder within a minute, no 4xx"
+    assert failures, f"{3 * limit} messages from flooder in {result['seconds']:.0f} s, no 4xx"
     number, replies = failures[0]
     code, text = replies[0]
-    assert (number, code) == (limit + 1, 450) and "too much mail" in text.lower(), (
-        f"not the message rate limit at message {limit + 1}: {failures[0]}")
+    assert number > limit, f"refused at message {number}, before the limit of {limit}: {failures[0]}"
+    assert code == 450 and "too much mail" in text.lower(), f"not the message rate limit at {number}: {failures[0]}"
 
 
 def test_mail_is_accepted_without_greylisting_while_the_greylist_daemon_is_down(probe, sender, mta):
