@@ -40,9 +40,11 @@ GROWN_AGAIN = "v=spf1 ip4:172.30.53.96/29 ip4:172.30.53.112/29 ip4:172.30.53.136
 POOL = "pool-a"
 RCPT = "alice@lab.test"
 
-INSTALL_TASK = "mailguard.mail.whitelist_rollout : Install the controller's whitelist"
-CHECK_TASK = "mailguard.mail.whitelist_rollout : Ask the greylist and the MTA"
-RELOAD_HANDLER = "mailguard.mail.whitelist_rollout : Reload the greylist daemon"
+ROLLOUT_ROLE = "mailguard.mail.whitelist_rollout : "
+INSTALL_TASK = ROLLOUT_ROLE + "Install the controller's whitelist"
+CHECK_TASK = ROLLOUT_ROLE + "Ask the greylist and the MTA"
+# The rollout takes the list live through postgrey's own handler, as site.yml does.
+RELOAD_HANDLER = "mailguard.mail.postgrey : Reload postgrey"
 
 
 def host(name: str):
@@ -218,7 +220,7 @@ def test_a_b_grown_record_rolls_out_host_by_host_without_losing_mail(lab_dns):
     for name in HOSTS:
         assert run.index(INSTALL_TASK, "changed", name) < run.index(RELOAD_HANDLER, "changed", name)
         assert run.index(RELOAD_HANDLER, "changed", name) < run.index(CHECK_TASK, "ok", name)
-    print("rollout order:", [event for event in run.events if event[0].startswith("whitelist_rollout")])
+    print("rollout order:", [event for event in run.events if event[0].startswith(ROLLOUT_ROLE)])
 
     # (b) every message sent during the rollout was accepted and delivered.
     print("load:", json.dumps(sent))
@@ -254,7 +256,7 @@ def test_c_a_failing_host_stops_the_rollout_and_the_next_keeps_serving(lab_dns):
         assert failure, run.output
         assert "postgrey" in failure.group(0), failure.group(0)
         print("failure:", failure.group(0))
-        assert not any(event[2] == "mx3" for event in run.events if event[0].startswith("whitelist_rollout")), (
+        assert not any(event[2] == "mx3" for event in run.events if event[0].startswith(ROLLOUT_ROLE)), (
             f"mx3 was reached:\n{run.output}"
         )
         after = states()
@@ -285,7 +287,7 @@ def test_c_a_failing_health_check_names_the_host_and_the_reason():
         assert '"msg": "mx2: health check failed' in failures[-1], failures[-1]
         assert "Postfix does not answer on 127.0.0.1:25" in failures[-1], failures[-1]
         assert run.index(CHECK_TASK, "ok", "mx1") >= 0
-        assert not any(event[2] == "mx3" for event in run.events if event[0].startswith("whitelist_rollout"))
+        assert not any(event[2] == "mx3" for event in run.events if event[0].startswith(ROLLOUT_ROLE))
         assert states() == before
     finally:
         mx2.check_output("systemctl start postfix")
@@ -337,7 +339,7 @@ def test_e_a_widened_include_stops_the_run_before_any_host_changes(lab_dns):
     flat = run.flat()
     assert "refused netblock 0.0.0.0/1" in flat, run.output
     assert "include:_netblocks.bigpool.test" in flat, run.output  # the chain that brought it
-    assert not any(event[0].startswith("whitelist_rollout") for event in run.events), run.output
+    assert not any(event[0].startswith(ROLLOUT_ROLE) for event in run.events), run.output
     assert states() == before
     assert STATE.read_bytes() == state_before
     print("refused:", re.search(r"refused netblock 0\.0\.0\.0/1[^;]*", flat).group(0))
