@@ -25,6 +25,28 @@ def test_first_run_writes_then_second_run_is_unchanged(server, tmp_path):
     assert out.stat().st_mtime_ns == mtime
 
 
+@pytest.mark.parametrize(("fmt", "entries"), [
+    ("postgrey", ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]),
+    ("cidr", ["192.0.2.0/24\tOK", "198.51.100.0/24\tOK", "203.0.113.0/24\tOK", "2001:db8::/32\tOK"]),
+    ("exim", ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]),
+    ("sqlgrey", ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]),
+    ("spamd", ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]),
+])
+def test_each_netblock_is_written_below_the_chain_it_came_from(server, tmp_path, fmt, entries):
+    out = tmp_path / f"list.{fmt}"
+    assert run_cli(server, "--output", str(out), "--format", fmt).returncode == cli.EXIT_CHANGED
+    body = out.read_text().splitlines()[6:]  # after the generated, format and count lines
+    gmail = "# gmail.test > redirect=_spf.gmail.test > include:_nb1.gmail.test"
+    assert body == [gmail, entries[0], gmail, entries[1], "# ses.test", entries[2],
+                    "# gmail.test > redirect=_spf.gmail.test > include:_nb2.gmail.test", entries[3]]
+    # The state keeps the chains whole, for a run whose walk fails (the same comments again).
+    state = json.loads((tmp_path / f"list.{fmt}.state.json").read_text())
+    assert state["provenance"]["ses.test"] == {"203.0.113.0/24": ["ses.test > ip4:203.0.113.0/24"]}
+    before = out.read_bytes()
+    assert run_cli(server, "--output", str(out), "--format", fmt).returncode == cli.EXIT_UNCHANGED
+    assert out.read_bytes() == before
+
+
 def test_dropped_reply_keeps_last_good_and_leaves_the_file_untouched(server, tmp_path):
     out = tmp_path / "list"
     assert run_cli(server, "--output", str(out)).returncode == cli.EXIT_CHANGED

@@ -4,6 +4,7 @@ stdout, options checked before anything runs. Real processes against the lab DNS
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from importlib import metadata
 
@@ -151,6 +152,25 @@ def test_version_from_the_source_tree_without_package_metadata(monkeypatch):
     assert cli.package_version() == _pyproject_version()
 
 
+def patched(lines: list[str], hunks: list[str]) -> list[str]:
+    """``lines`` with a unified diff's hunks applied (checking every context and removed line)."""
+    result, at = [], 0
+    for line in hunks:
+        if line.startswith("@@"):
+            start, count = re.match(r"@@ -(\d+)(?:,(\d+))?", line).groups()
+            begin = int(start) - 1 if count != "0" else int(start)
+            result.extend(lines[at:begin])
+            at = begin
+        elif line.startswith("+"):
+            result.append(line[1:])
+        else:
+            assert lines[at] == line[1:], (at, line)
+            if line.startswith(" "):
+                result.append(lines[at])
+            at += 1
+    return [*result, *lines[at:]]
+
+
 def test_dry_run_prints_the_diff_and_exits_as_the_real_run(server, workdir):
     out = workdir / "list"
     new = run_cli(server, "--output", str(out), "--dry-run")
@@ -170,8 +190,10 @@ def test_dry_run_prints_the_diff_and_exits_as_the_real_run(server, workdir):
     after = out.read_text().splitlines()
     diff = dry.stdout.splitlines()
     assert diff[:2] == [f"--- {out}", f"+++ {out}"]
-    assert {line[1:] for line in diff[2:] if line.startswith("+")} == set(after) - set(before.splitlines())
-    assert {line[1:] for line in diff[2:] if line.startswith("-")} == set(before.splitlines()) - set(after)
+    # The diff is exactly the change: applied to the old file, it gives the new one (line sets would
+    # not do: the chain comments repeat).
+    assert patched(before.splitlines(), diff[2:]) == after
+    assert "+45.0.0.0/24" in diff
 
     unchanged = run_cli(server, "--output", str(out), "--dry-run")
     assert (unchanged.returncode, unchanged.stdout) == (cli.EXIT_KEPT_LAST_GOOD, "")

@@ -224,6 +224,38 @@ def test_the_lab_list_passes_with_the_labs_allowed_networks_only(tmp_path, defau
     assert "inside special-purpose space 172.16.0.0/12" in refused.stderr
 
 
+# Chains as the walker records them; their text looks like entries (a /0, a bare name, a regex)
+# that every checker would refuse, were a comment line read as an entry.
+LAB_CHAINS = [
+    ("172.30.53.96/29", "legit.test > include:_spf.legit.test > ip4:172.30.53.96/29"),
+    ("172.30.53.110/32", "0.0.0.0/0 > com > /.*/ > ^.* > a:172.30.53.110"),
+    ("172.30.53.112/29", "bigpool.test > ip4:172.30.53.112/29"),
+    ("2001:db8:53::/48", "bigpool.test > include:_v6.bigpool.test > ip6:2001:db8:53::/48"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "sqlgrey_cidr"), [("postgrey", False), ("exim", False), ("sqlgrey", True),
+                                                   ("sqlgrey", False)])
+def test_every_checker_ignores_the_chain_comments(tmp_path, fmt, sqlgrey_cidr):
+    networks = [ipaddress.ip_network(text) for text, _ in LAB_CHAINS]
+    content = render(fmt, networks, None, ["roots: bigpool.test, legit.test"], sqlgrey_cidr=sqlgrey_cidr,
+                     provenance=[(ipaddress.ip_network(text), chain) for text, chain in LAB_CHAINS]).content
+    assert "# 0.0.0.0/0 > com > /.*/ > ^.* > a:172.30.53.110\n" in content
+    path = tmp_path / "lab.whitelist"
+    path.write_text(content, encoding="utf-8")
+    lab = write_policy(tmp_path, min_prefix4=12, min_prefix6=28, allowed_networks=["172.30.53.0/24",
+                                                                                    "2001:db8:53::/48"])
+    passed = run_checker(fmt, path, **lab)
+    assert (passed.returncode, passed.stderr) == (0, "")
+
+
+def test_exim_refuses_a_line_longer_than_exim_reads_at_once(tmp_path, defaults):
+    """Exim reads 1023 bytes of a list file's line at a time: the rest of a long comment becomes an item."""
+    long_comment = "# " + "x" * 1021
+    path, result = check_lines(tmp_path, "exim", ["8.8.4.0/24", long_comment, "# " + "y" * 1022], **defaults)
+    assert_one_refused(path, result, 3, "# " + "y" * 38 + "...", "longer than the 1023 bytes Exim reads")
+
+
 # --- no guard, no pass --------------------------------------------------------------------------
 
 

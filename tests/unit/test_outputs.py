@@ -11,14 +11,17 @@ from spfwalk.guards import GuardPolicy
 from spfwalk.outputs import (
     FORMATS,
     GENERATED_LINE,
+    PROVENANCE_MAX_LINE,
     SQLGREY_MAX_LINES_PER_NETWORK,
     OutputError,
     Rendered,
     StaticEntries,
     StaticEntryError,
+    display_chain,
     exim_hostname,
     exim_regex,
     parse_static_entries,
+    provenance_comment,
     render,
 )
 from tests.support.guard import doc_guard
@@ -377,3 +380,149 @@ def test_render_header_lines():
 def test_render_unknown_format():
     with pytest.raises(OutputError, match="unknown output format 'bind'"):
         render("bind", WALK, None, [])
+
+
+# --- provenance: the chain of each netblock as a comment line before it ------------------------
+
+GMAIL = "gmail.com > redirect=_spf.google.com > include:_netblocks.google.com"
+# (network, chain) as the walker records them (RootResult.provenance), per root, before collapsing.
+PROVENANCE = [
+    (ipaddress.ip_network("198.51.100.0/25"), f"{GMAIL} > ip4:198.51.100.0/25"),
+    (ipaddress.ip_network("203.0.113.7/32"), "example.net > a:mail.example.net"),
+    (ipaddress.ip_network("2001:db8:1::/48"), "example.net > include:_v6.example.net > ip6:2001:db8:1::/48"),
+    (ipaddress.ip_network("2001:db8:2::5/128"), "example.net > mx"),
+]
+CHAINS = {
+    "198.51.100.0/25": f"# {GMAIL}",
+    "203.0.113.7": "# example.net > a:mail.example.net",
+    "2001:db8:1::/48": "# example.net > include:_v6.example.net",
+    "2001:db8:2::5": "# example.net > mx",
+    "192.0.2.0/24": "# static entry",
+}
+
+
+def noted(content):
+    """(comment line, entry line) for every entry of a rendered file, after the header."""
+    lines = content.splitlines()
+    body = lines[lines.index(HEADER_LINE) + 1:]
+    return list(zip(body[0::2], body[1::2], strict=True))
+
+
+HEADER_LINE = f"# {HEADER[0]}"
+
+
+def test_render_postgrey_with_provenance_exact():
+    static = parse_static_entries(["192.0.2.0/24", "mail.example.com", r"/\.outbound\.example\.org$/"], DOCS)
+    result = render("postgrey", WALK, static, HEADER, provenance=PROVENANCE)
+    assert result.content == head(
+        "# Format: postgrey whitelist_clients (address or CIDR, reverse-DNS name suffix, /regex/)."
+    ) + (
+        "# static entry\n"
+        "192.0.2.0/24\n"
+        f"# {GMAIL}\n"
+        "198.51.100.0/25\n"
+        "# example.net > a:mail.example.net\n"
+        "203.0.113.7\n"
+        "# example.net > include:_v6.example.net\n"
+        "2001:db8:1::/48\n"
+        "# example.net > mx\n"
+        "2001:db8:2::5\n"
+        "# static entry\n"
+        "mail.example.com\n"
+        "# static entry\n"
+        "/\\.outbound\\.example\\.org$/\n"
+    )
+    assert result.entry_count == 7  # comment lines are not entries
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_format_writes_each_netblocks_chain_on_the_line_before_it(fmt):
+    static = parse_static_entries(["192.0.2.0/24"], DOCS)
+    result = render(fmt, WALK, static, HEADER, provenance=PROVENANCE, sqlgrey_cidr=True)
+    pairs = noted(result.content)
+    assert [entry.split("\t")[0].removesuffix("/32").removesuffix("/128") for _, entry in pairs] == [
+        "192.0.2.0/24", "198.51.100.0/25", "203.0.113.7", "2001:db8:1::/48", "2001:db8:2::5"]
+    for comment, entry in pairs:
+        assert comment == CHAINS[entry.split("\t")[0].removesuffix("/32").removesuffix("/128")]
+        # Never a comment on an entry's own line: a Postfix cidr table reads it as part of the action.
+        assert "#" not in entry
+    assert result.entry_count == len(pairs)
+
+
+def test_sqlgrey_class_c_form_has_one_comment_before_the_lines_of_one_network():
+    walk = nets("192.0.2.0/23", "198.51.100.64/30", "2001:db8:1::/48")
+    provenance = [(walk[0], "a.example > ip4:192.0.2.0/23"), (walk[1], "b.example > include:_spf.b.example > ip4:x"),
+                  (walk[2], "c.example > ip6:2001:db8:1::/48")]
+    result = render("sqlgrey", walk, None, HEADER, provenance=provenance)
+    assert result.content.splitlines()[3:] == [
+        "# a.example", "192.0.2", "192.0.3",
+        "# b.example > include:_spf.b.example", "198.51.100.64", "198.51.100.65", "198.51.100.66", "198.51.100.67",
+    ]  # the IPv6 network is left out, and so is its comment
+    assert result.entry_count == 6
+
+
+def test_a_collapsed_network_names_the_chains_of_every_network_it_was_built_from():
+    walked = nets("192.0.2.0/25", "192.0.2.128/26", "192.0.2.192/26")
+    provenance = [
+        (walked[0], "b.example > include:_spf.b.example > ip4:192.0.2.0/25"),
+        (walked[1], "a.example > ip4:192.0.2.128/26"),
+        (walked[2], "a.example > ip4:192.0.2.192/26"),  # the same chain once the network is dropped
+        ("192.0.2.128/26", "b.example > include:_spf.b.example > ip4:192.0.2.128/26"),
+    ]
+    static = parse_static_entries(["192.0.2.64/26"], DOCS)
+    result = render("postgrey", walked, static, [], provenance=provenance)
+    assert result.content.splitlines()[2:] == [
+        "# static entry ; a.example ; b.example > include:_spf.b.example", "192.0.2.0/24"]
+
+
+def test_more_than_a_few_chains_end_in_a_count():
+    provenance = [(ipaddress.ip_network("192.0.2.0/24"), f"root{i}.example > include:_spf.example") for i in range(7)]
+    result = render("spamd", ["192.0.2.0/24"], None, [], provenance=provenance)
+    assert result.content.splitlines()[2] == (
+        "# root0.example > include:_spf.example ; root1.example > include:_spf.example ; "
+        "root2.example > include:_spf.example ; +4 more"
+    )
+
+
+def test_a_comment_line_stays_far_below_exims_line_buffer():
+    """Exim reads a list file with fgets() into 1024 bytes: the rest of a longer line would be an item."""
+    deep = " > ".join(f"include:{'x' * 60}{i}.example" for i in range(10))
+    provenance = [(ipaddress.ip_network("192.0.2.0/24"), f"long{i}.example > {deep}") for i in range(3)]
+    lines = render("exim", ["192.0.2.0/24", "198.51.100.0/24"], None, [],
+                   provenance=[*provenance, (ipaddress.ip_network("198.51.100.0/24"), f"one.example > {deep}")]
+                   ).content.splitlines()
+    assert max(len(line) for line in lines) <= PROVENANCE_MAX_LINE < 1000
+    assert lines[2].startswith("# long0.example > include:") and lines[2].endswith(" ; +2 more")
+    assert lines[3] == "192.0.2.0/24"
+    # A single chain too long for the line keeps its start (the root) and its end (the last include).
+    assert lines[4].startswith("# one.example > include:") and " ... " in lines[4]
+    assert lines[4].endswith("x9.example") and lines[5] == "198.51.100.0/24"
+
+
+def test_a_chain_is_written_in_printable_ascii():
+    chain = "bad.example > include:caf\u00e9.example > a:x\x01\ty.example"
+    result = render("postgrey", ["192.0.2.0/24"], None, [], provenance=[("192.0.2.0/24", chain)])
+    assert result.content.splitlines()[2] == "# bad.example > include:caf\\xe9.example > a:x\\x01\\ty.example"
+    assert result.content.isascii()
+
+
+def test_display_chain_drops_only_a_final_literal_term():
+    assert display_chain(f"{GMAIL} > ip4:35.190.247.0/24") == GMAIL
+    assert display_chain("example.com > +ip6:2001:db8::/32") == "example.com"
+    assert display_chain("example.com > a:mail.example.com/24") == "example.com > a:mail.example.com/24"
+    assert display_chain("example.com") == "example.com"
+    assert provenance_comment([]) == "# no chain recorded"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_render_with_provenance_is_byte_identical_across_renders(fmt):
+    static = parse_static_entries(["192.0.2.0/24"], DOCS)
+    first = render(fmt, WALK, static, HEADER, provenance=PROVENANCE)
+    again = render(fmt, list(reversed(WALK)), static, HEADER, provenance=list(reversed(PROVENANCE)))
+    assert first.content.encode() == again.content.encode()
+
+
+def test_without_provenance_no_entry_gets_a_comment():
+    result = render("postgrey", WALK, parse_static_entries(["mail.example.com"], DOCS), HEADER)
+    assert [line for line in result.content.splitlines() if line.startswith("#")] == [
+        GENERATED_LINE, result.content.splitlines()[1], HEADER_LINE]

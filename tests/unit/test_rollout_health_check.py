@@ -9,6 +9,7 @@ the Molecule scenarios cluster and cluster-shared run the check against the real
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import os
@@ -21,6 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from spfwalk.outputs import render
 
 FILES = Path(__file__).resolve().parents[2] / "roles/whitelist_rollout/files"
 SCRIPT = FILES / "rollout_health_check.py"
@@ -318,3 +321,52 @@ def test_a_host_without_a_previous_list_gets_none_again(tmp_path):
     done = restore(f"--dest={dest}", "--none")
     assert done.returncode == 0, done.stderr
     assert not dest.exists()
+
+
+# --- the installed list as spfwalk writes it: a comment line naming each netblock's chain ---------
+
+# Chains whose text looks like networks: a reader that took a comment for an entry would find them.
+CHAINED = [
+    (WHITELISTED, "gmail.com > include:_netblocks.google.com > a:10.0.0.0/8 > ip4:198.51.100.0/24"),
+    (ipaddress.ip_network("203.0.113.7/32"), "0.0.0.0/0 > 2000::/3 > ip4:203.0.113.7"),
+    (ipaddress.ip_network("2001:db8:1::/48"), "example.net > ip6:2001:db8:1::/48"),
+]
+
+
+def health_check_module():
+    spec = importlib.util.spec_from_file_location("rollout_health_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("fmt", "sqlgrey_cidr", "networks", "covered"),
+    [
+        ("postgrey", False, ["198.51.100.0/24", "203.0.113.7/32", "2001:db8:1::/48"], []),
+        ("exim", False, ["198.51.100.0/24", "203.0.113.7/32", "2001:db8:1::/48"], []),
+        ("spamd", False, ["198.51.100.0/24", "203.0.113.7/32", "2001:db8:1::/48"], []),
+        ("sqlgrey", True, ["198.51.100.0/24", "203.0.113.7/32", "2001:db8:1::/48"], []),
+        ("sqlgrey", False, ["203.0.113.7/32"], ["198.51.100.0/24"]),  # class C: a.b.c covers its /24
+    ],
+)
+def test_the_file_reader_ignores_the_chain_comments(tmp_path, fmt, sqlgrey_cidr, networks, covered):
+    content = render(fmt, [network for network, _ in CHAINED], None, ["roots: gmail.com, example.net"],
+                     sqlgrey_cidr=sqlgrey_cidr, provenance=CHAINED).content
+    assert content.count("\n# ") > len(networks)  # the chains are there
+    path = tmp_path / "whitelist"
+    path.write_text(content)
+    found, every = health_check_module().read_whitelist(str(path))
+    assert found == [ipaddress.ip_network(text) for text in networks]
+    assert every == [*found, *(ipaddress.ip_network(text) for text in covered)]
+
+
+def test_a_list_with_chain_comments_is_healthy(tmp_path, smtp):
+    path = tmp_path / "whitelist_clients.local"
+    path.write_text(render("postgrey", [network for network, _ in CHAINED], None, [], provenance=CHAINED).content)
+    result, asked = checked("postgrey", tmp_path, path, smtp,
+                            networks=[network for network, _ in CHAINED])
+    assert result.returncode == 0, result.stderr
+    # Only the file's entries and the outside probes were asked, nothing from the comments.
+    assert "10.0.0.0" not in asked and "0.0.0.0" not in asked
+    assert {"198.51.100.0", "203.0.113.7", "2001:db8:1::"} <= set(asked)

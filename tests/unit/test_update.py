@@ -555,3 +555,118 @@ def test_a_pending_state_is_promoted_only_when_asked(tmp_path):
 def test_limits_are_validated():
     with pytest.raises(ValueError, match="max_growth"):
         Limits(max_growth=0.5)
+
+
+# --- provenance: each netblock's chain in the files and in the state ---------------------------
+
+GMAIL_CHAIN = "gmail.com > redirect=_spf.google.com > include:_netblocks.google.com"
+
+
+def gmail_walk():
+    result = root("gmail.com", "172.217.0.0/19", "2001:4860:4000::/36")
+    result.provenance = {"172.217.0.0/19": [f"{GMAIL_CHAIN} > ip4:172.217.0.0/19"],
+                         "2001:4860:4000::/36": [f"{GMAIL_CHAIN} > ip6:2001:4860:4000::/36"]}
+    return result
+
+
+def body(content):
+    """The file after its header (which ends with the total)."""
+    lines = content.splitlines()
+    return lines[next(n for n, line in enumerate(lines) if line.startswith("# total: ")) + 1:]
+
+
+@pytest.mark.parametrize("fmt", ["postgrey", "cidr", "exim", "sqlgrey", "spamd"])
+def test_each_netblock_is_written_below_its_chain(out, fmt):
+    rep = report(gmail_walk(), walked("example.net", "192.0.2.0/24"))
+    p = plan(rep, out, fmt=fmt, sqlgrey_cidr=True)
+    assert p.refused is None
+    action = "\tOK" if fmt == "cidr" else ""
+    assert body(p.content) == [
+        f"# {GMAIL_CHAIN}", f"172.217.0.0/19{action}",
+        "# example.net", f"192.0.2.0/24{action}",
+        f"# {GMAIL_CHAIN}", f"2001:4860:4000::/36{action}",
+    ]
+    # The state keeps the chains as the walker gave them.
+    assert json.loads(p.state_content)["provenance"]["gmail.com"] == {
+        "172.217.0.0/19": [f"{GMAIL_CHAIN} > ip4:172.217.0.0/19"],
+        "2001:4860:4000::/36": [f"{GMAIL_CHAIN} > ip6:2001:4860:4000::/36"],
+    }
+
+
+def test_a_second_run_with_the_same_records_writes_nothing(out):
+    rep = report(gmail_walk(), walked("example.net", "192.0.2.0/24"))
+    first = plan(rep, out)
+    assert apply_update(first) is True
+    again = plan(report(gmail_walk(), walked("example.net", "192.0.2.0/24")), out)
+    assert again.content.encode() == first.content.encode() == out.read_bytes()
+    assert again.state_content == first.state_content
+    assert not again.changed and apply_update(again) is False
+
+
+def test_a_fallback_writes_the_same_chains_and_leaves_the_file_untouched(out):
+    apply_update(plan(report(gmail_walk(), walked("example.net", "192.0.2.0/24")), out))
+    before = out.read_bytes()
+    failed = plan(report(root("gmail.com", status=TEMPERROR, errors=["timeout"]),
+                         walked("example.net", "192.0.2.0/24")), out)
+    assert failed.kept_last_good == ["gmail.com"]
+    assert failed.content.encode() == before
+    assert not failed.output_changed and not failed.state_changed
+    # Again and again: the state keeps the chains of a root that keeps falling back.
+    assert json.loads(failed.state_content)["provenance"]["gmail.com"]["172.217.0.0/19"] == [
+        f"{GMAIL_CHAIN} > ip4:172.217.0.0/19"]
+
+
+def test_a_state_without_chains_names_the_domain_of_a_fallback(out):
+    """A state from before the chains were kept: a root that falls back is named by its domain."""
+    write_state(out.parent / (out.name + ".state.json"), {"gmail.com": ["172.217.0.0/19"]})
+    p = plan(report(root("Gmail.COM.", status=TEMPERROR, errors=["timeout"]), walked("example.net", "192.0.2.0/24")),
+             out)
+    assert body(p.content) == ["# gmail.com", "172.217.0.0/19", "# example.net", "192.0.2.0/24"]
+    assert "gmail.com" not in json.loads(p.state_content).get("provenance", {})
+
+
+def test_chains_are_mapped_onto_collapsed_netblocks(out):
+    result = root("split.example", "192.0.2.0/25", "192.0.2.128/25")
+    result.provenance = {"192.0.2.0/25": ["split.example > include:_a.split.example > ip4:192.0.2.0/25"],
+                         "192.0.2.128/25": ["split.example > include:_b.split.example > ip4:192.0.2.128/25"]}
+    p = plan(report(result), out, parse_static_entries(["198.51.100.0/24"]))
+    assert body(p.content) == [
+        "# split.example > include:_a.split.example ; split.example > include:_b.split.example", "192.0.2.0/24",
+        "# static entry", "198.51.100.0/24",
+    ]
+    assert json.loads(p.state_content)["provenance"]["split.example"] == {"192.0.2.0/24": [
+        "split.example > include:_a.split.example > ip4:192.0.2.0/25",
+        "split.example > include:_b.split.example > ip4:192.0.2.128/25"]}
+
+
+@pytest.mark.parametrize(
+    ("provenance", "detail"),
+    [
+        ([], '"provenance" is not an object'),
+        ({"gmail.com": ["x"]}, "the provenance of 'gmail.com' is not an object"),
+        ({"gmail.com": {"172.217.0.0/19": "x"}}, "are not a list of strings"),
+        ({"gmail.com": {"not-a-net": ["x"]}}, "invalid netblock 'not-a-net'"),
+    ],
+)
+def test_corrupt_provenance_in_the_state_is_an_error(out, provenance, detail):
+    state = out.parent / (out.name + ".state.json")
+    state.write_text(json.dumps({"version": 1, "roots": {"gmail.com": ["172.217.0.0/19"]}, "provenance": provenance}))
+    with pytest.raises(StateError, match="corrupt") as excinfo:
+        plan(report(gmail_walk()), out)
+    assert detail in str(excinfo.value)
+
+
+@pytest.mark.parametrize("fmt", ["postgrey", "cidr", "exim", "sqlgrey", "spamd"])
+@pytest.mark.parametrize("sqlgrey_cidr", [True, False])
+def test_the_baseline_parser_ignores_the_chain_comments(tmp_path, fmt, sqlgrey_cidr):
+    """A host's current file is the baseline without a state: its comment lines hold no networks."""
+    result = root("gmail.com", "172.217.0.0/19", "192.0.2.0/24")
+    result.provenance = {"172.217.0.0/19": ["gmail.com > include:_netblocks.google.com > ip4:172.217.0.0/19"],
+                         # a chain whose text looks like networks must not be read as one
+                         "192.0.2.0/24": ["gmail.com > a:10.0.0.0/8 > 2001:db8::/32"]}
+    p = plan(report(result), tmp_path / "list", fmt=fmt, sqlgrey_cidr=sqlgrey_cidr)
+    assert networks_in(p.content) == nets("172.217.0.0/19", "192.0.2.0/24")
+    # The file as the baseline of the next run without a state: nothing moved.
+    (tmp_path / "list").write_text(p.content)
+    again = plan(report(result), tmp_path / "list", fmt=fmt, sqlgrey_cidr=sqlgrey_cidr)
+    assert again.refused is None and not again.output_changed

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import socket
 from collections.abc import Iterable
+from typing import TypeVar
 
 from .model import Network
 
@@ -59,6 +61,25 @@ def collapse(networks: Iterable[Network]) -> list[Network]:
     v4 = [n for n in networks if n.version == 4]
     v6 = [n for n in networks if n.version == 6]
     return list(ipaddress.collapse_addresses(v4)) + list(ipaddress.collapse_addresses(v6))
+
+
+T = TypeVar("T")
+
+
+def group_by_container(networks: list[Network], items: Iterable[tuple[Network, T]]) -> list[list[T]]:
+    """For a collapse()d list: the values of the items whose network lies inside each of its networks.
+
+    The result has one list per network, in the same order; an item inside none of them is dropped.
+    Collapsed networks are disjoint and sorted, so the one that can hold an item is the last one
+    starting at or before the item's first address.
+    """
+    starts = [(network.version, int(network.network_address)) for network in networks]
+    groups: list[list[T]] = [[] for _network in networks]
+    for network, value in items:
+        index = bisect.bisect_right(starts, (network.version, int(network.network_address))) - 1
+        if index >= 0 and networks[index].version == network.version and network.subnet_of(networks[index]):
+            groups[index].append(value)
+    return groups
 
 
 def address_count(networks: Iterable[Network], version: int) -> int:

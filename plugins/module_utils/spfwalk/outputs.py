@@ -19,18 +19,27 @@ What each consumer understands (checked against the daemons' own parsers):
   as unrecognised and dropped). sqlgrey 1.7.7 and later (so 1.8.x) also accept ``addr/prefix``
   for IPv4 and IPv6: pass ``sqlgrey_cidr=True`` to use that instead of the expansion.
 * spamd: an OpenBSD pf table file (``table <nospamd> persist file "..."``); only addresses.
+
+Every one of these readers skips a line that starts with ``#`` (postgrey and sqlgrey cut each line
+at ``#``, Postfix ignores lines whose first non-blank character is ``#``, Exim cuts a host list
+file's line at ``#``, pfctl skips from ``#`` to the end of the line). Given the
+provenance of the networks, each entry is preceded by one such line naming the SPF chains it
+came from (``# gmail.com > redirect=_spf.google.com > include:_netblocks.google.com``), never by
+a comment on the entry's own line: a Postfix cidr table, for one, reads that as part of the
+action. A comment line stays short (PROVENANCE_MAX_LINE): Exim reads a list file with fgets()
+into a 1024-byte buffer, and the rest of a longer line would be read as an item.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .guards import GuardPolicy
 from .model import Network
-from .netblocks import collapse, parse_network
+from .netblocks import collapse, group_by_container, parse_network
 
 FORMATS = ("postgrey", "cidr", "exim", "sqlgrey", "spamd")
 
@@ -47,6 +56,13 @@ _FORMAT_LINES = {
     "sqlgrey": "# Format: sqlgrey clients_ip_whitelist.local.",
     "spamd": '# Format: pf table file (e.g. table <nospamd> persist file "...").',
 }
+
+# The comment line before each entry: at most this many chains, then "+N more"; at most this many
+# characters (ASCII only, so as many bytes), far below the 1023 of Exim's line buffer.
+PROVENANCE_MAX_CHAINS = 3
+PROVENANCE_MAX_LINE = 400
+STATIC_SOURCE = "static entry"
+NO_CHAIN = "no chain recorded"
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _IP_LIKE = re.compile(r"^[0-9.]+$")
@@ -222,6 +238,7 @@ def render(
     *,
     cidr_action: str = "OK",
     sqlgrey_cidr: bool = False,
+    provenance: Iterable[tuple[Network | str, str]] | None = None,
 ) -> Rendered:
     """Render ``networks`` plus ``static`` in ``fmt``.
 
@@ -230,25 +247,32 @@ def render(
     check_client_access, ``permit`` for postscreen_access_list.
     ``sqlgrey_cidr`` writes CIDR (IPv4 and IPv6) for sqlgrey >= 1.7.7 instead of expanding
     IPv4 networks into class C prefixes and addresses that every sqlgrey release reads.
+    ``provenance``, (network, SPF chain) pairs for the walked networks (before collapsing; the
+    walker's RootResult.provenance), puts one comment line naming the chains before each entry
+    (before the lines of one network in sqlgrey's class C form); static entries are named
+    ``# static entry``. Without it (None) no entry gets a comment.
     """
     if fmt not in FORMATS:
         raise OutputError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
     static = static or StaticEntries()
     merged = collapse([*(_as_network(n) for n in networks), *static.networks])
     warnings: list[str] = []
+    notes = None if provenance is None else _network_notes(merged, provenance, static.networks)
+    # One block per entry (or per network in sqlgrey's class C form): its comment, then its lines.
+    blocks: list[tuple[str | None, list[str]]]
 
     if fmt == "postgrey":
-        entries = [
-            *(_host_text(n) for n in merged),
-            *static.hostnames,
-            *(f"/{r}/" for r in static.regexes),
+        blocks = [
+            *_network_blocks(merged, notes, lambda n: [_host_text(n)]),
+            *_static_blocks([*static.hostnames, *(f"/{r}/" for r in static.regexes)], notes),
         ]
     elif fmt == "exim":
-        entries = (
-            [_host_text(n) for n in merged]
-            + [exim_hostname(h) for h in static.hostnames]
-            + [exim_regex(r) for r in static.regexes]
-        )
+        blocks = [
+            *_network_blocks(merged, notes, lambda n: [_host_text(n)]),
+            *_static_blocks(
+                [*(exim_hostname(h) for h in static.hostnames), *(exim_regex(r) for r in static.regexes)], notes
+            ),
+        ]
     elif fmt == "cidr":
         _reject_names(
             static,
@@ -256,7 +280,7 @@ def render(
             "check_client_access hash: table and regexes in a check_client_access pcre: table",
         )
         action = _check_cidr_action(cidr_action)
-        entries = [f"{n}\t{action}" for n in merged]
+        blocks = _network_blocks(merged, notes, lambda n: [f"{n}\t{action}"])
     elif fmt == "spamd":
         _reject_names(
             static,
@@ -264,23 +288,96 @@ def render(
             "A/AAAA records, which is not the reverse-DNS match a whitelisted name means, "
             "and it has no regexes",
         )
-        entries = [_host_text(n) for n in merged]
+        blocks = _network_blocks(merged, notes, lambda n: [_host_text(n)])
     else:  # sqlgrey
         _reject_names(
             static,
             "sqlgrey reads host names and regexes from clients_fqdn_whitelist.local, not from "
             "clients_ip_whitelist.local; put them there",
         )
-        entries, sqlgrey_warnings = _sqlgrey_entries(merged, sqlgrey_cidr)
+        groups, sqlgrey_warnings = _sqlgrey_entries(merged, sqlgrey_cidr)
         warnings.extend(sqlgrey_warnings)
+        blocks = _network_blocks(merged, notes, lambda n: groups[n])
 
     lines = [GENERATED_LINE, _FORMAT_LINES[fmt]]
     for line in header_lines:
         if "\n" in line or "\r" in line:
             raise OutputError(f"header line {line!r} contains a line break")
         lines.append(line if line.startswith("#") else f"# {line}" if line else "#")
-    lines.extend(entries)
-    return Rendered(content="\n".join(lines) + "\n", warnings=warnings, entry_count=len(entries))
+    entry_count = 0
+    for comment, entries in blocks:
+        if not entries:
+            continue  # nothing of this network is written (IPv6 in sqlgrey's class C form)
+        if comment is not None:
+            lines.append(comment)
+        lines.extend(entries)
+        entry_count += len(entries)
+    return Rendered(content="\n".join(lines) + "\n", warnings=warnings, entry_count=entry_count)
+
+
+def _network_notes(
+    merged: list[Network], provenance: Iterable[tuple[Network | str, str]], static_networks: list[Network]
+) -> list[str]:
+    """The comment line of each merged network: the chains of the networks it was built from."""
+    chains = group_by_container(merged, ((_as_network(n), chain) for n, chain in provenance))
+    static = group_by_container(merged, ((n, STATIC_SOURCE) for n in static_networks))
+    return [
+        provenance_comment([*dict.fromkeys(statics), *sorted({display_chain(c) for c in walked})])
+        for walked, statics in zip(chains, static, strict=True)
+    ]
+
+
+def _network_blocks(
+    merged: list[Network], notes: list[str] | None, entries_of: Callable[[Network], list[str]]
+) -> list[tuple[str | None, list[str]]]:
+    if notes is None:
+        return [(None, entries_of(n)) for n in merged]
+    return [(note, entries_of(n)) for n, note in zip(merged, notes, strict=True)]
+
+
+def _static_blocks(entries: list[str], notes: list[str] | None) -> list[tuple[str | None, list[str]]]:
+    comment = None if notes is None else provenance_comment([STATIC_SOURCE])
+    return [(comment, [entry]) for entry in entries]
+
+
+def display_chain(chain: str) -> str:
+    """A walker chain as the files show it: printable ASCII, without a final ip4:/ip6: term.
+
+    The final ``ip4:``/``ip6:`` term only repeats the network the comment stands above
+    (``gmail.com > redirect=_spf.google.com > include:_netblocks.google.com > ip4:35.190.247.0/24``);
+    an ``a``/``mx`` term names the host the addresses came from and stays.
+    """
+    text = _printable(chain)
+    head, separator, last = text.rpartition(" > ")
+    if separator and re.match(r"^\+?ip[46]:", last, re.IGNORECASE):
+        return head
+    return text
+
+
+def _printable(text: str) -> str:
+    """``text`` in printable ASCII: anything else (a TXT record may hold any byte) as a Python escape."""
+    return "".join(char if " " <= char <= "~" else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
+def provenance_comment(sources: Sequence[str]) -> str:
+    """One ``#`` line naming ``sources`` (chains or "static entry"), compact and at most PROVENANCE_MAX_LINE long.
+
+    Up to PROVENANCE_MAX_CHAINS are named, joined with " ; ", then "+N more"; fewer when they do
+    not fit; a single chain too long to fit keeps its start and its end.
+    """
+    sources = [_printable(source) for source in sources] or [NO_CHAIN]
+    shown = list(sources[:PROVENANCE_MAX_CHAINS])
+    while True:
+        more = f" ; +{len(sources) - len(shown)} more" if len(shown) < len(sources) else ""
+        line = "# " + " ; ".join(shown) + more
+        if len(line) <= PROVENANCE_MAX_LINE or len(shown) == 1:
+            break
+        shown.pop()
+    if len(line) > PROVENANCE_MAX_LINE:
+        room = PROVENANCE_MAX_LINE - len("# ") - len(" ... ") - len(more)
+        chain = shown[0]
+        line = "# " + chain[: room - room // 2] + " ... " + chain[len(chain) - room // 2:] + more
+    return line
 
 
 def exim_regex(body: str) -> str:
@@ -333,13 +430,15 @@ def _check_cidr_action(action: str) -> str:
     return action
 
 
-def _sqlgrey_entries(networks: list[Network], use_cidr: bool) -> tuple[list[str], list[str]]:
+def _sqlgrey_entries(networks: list[Network], use_cidr: bool) -> tuple[dict[Network, list[str]], list[str]]:
+    """The lines of each network (none for IPv6 in the class C form), and the warnings."""
     if use_cidr:
-        return [_host_text(n) for n in networks], []
-    entries: list[str] = []
+        return {n: [_host_text(n)] for n in networks}, []
+    groups: dict[Network, list[str]] = {}
     v6 = [n for n in networks if n.version == 6]
     for net in networks:
         if net.version == 6:
+            groups[net] = []
             continue
         if net.prefixlen <= 24:
             count = 1 << (24 - net.prefixlen)
@@ -354,15 +453,15 @@ def _sqlgrey_entries(networks: list[Network], use_cidr: bool) -> tuple[list[str]
                 "network. With sqlgrey 1.7.7 or later, write CIDR instead (sqlgrey_cidr)"
             )
         if step == 32:
-            entries.extend(str(addr) for addr in net)
+            groups[net] = [str(addr) for addr in net]
         else:
-            entries.extend(
+            groups[net] = [
                 ".".join(str(sub.network_address).split(".")[:3]) for sub in net.subnets(new_prefix=24)
-            )
+            ]
     warnings = []
     if v6:
         warnings.append(
             f"sqlgrey: left out {len(v6)} IPv6 network(s): the class C form of clients_ip_whitelist "
             "cannot express IPv6 (sqlgrey 1.7.7 or later reads IPv6 CIDR: use sqlgrey_cidr)"
         )
-    return entries, warnings
+    return groups, warnings

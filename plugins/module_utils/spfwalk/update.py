@@ -17,6 +17,9 @@ The rules:
   hijacked SPF record might. Without a state, the file being replaced is the baseline.
 * Roots that are no longer requested are dropped from the state.
 * One walk, one state, any number of output formats rendered from them.
+* Each netblock is written below a comment naming the SPF chains it came from. The state keeps
+  the chains beside the netblocks, so that a root that falls back to its last known good
+  netblocks gets the same comments and the file stays byte for byte the same.
 
 The outputs and the state are written atomically (temporary file in the same directory,
 fsync, rename), and only when their content changed.
@@ -34,7 +37,7 @@ from dataclasses import dataclass, field
 
 from .guards import GuardPolicy
 from .model import OK, PERMERROR, Network, RootResult, WalkReport
-from .netblocks import address_count, collapse, lost_fraction, parse_network
+from .netblocks import address_count, collapse, group_by_container, lost_fraction, parse_network
 from .outputs import FORMATS, OutputError, StaticEntries, render
 
 STATE_VERSION = 1
@@ -145,49 +148,91 @@ def _root_key(domain: str) -> str:
     return domain.strip().lower().rstrip(".")
 
 
-def dump_state(roots: dict[str, list[Network]]) -> str:
-    """Serialise the per-root netblocks deterministically (sorted keys, no timestamps)."""
-    data = {
+# domain -> str(network) -> the SPF chains it came from (RootResult.provenance, per root).
+Provenance = dict[str, dict[str, list[str]]]
+
+
+def dump_state(roots: dict[str, list[Network]], provenance: Provenance | None = None) -> str:
+    """Serialise the per-root netblocks deterministically (sorted keys, no timestamps).
+
+    ``provenance`` (optional; older readers ignore it) keeps the chains of each root's netblocks.
+    """
+    data: dict = {
         "version": STATE_VERSION,
         "roots": {domain: [str(n) for n in collapse(nets)] for domain, nets in roots.items()},
     }
+    chains = {
+        domain: {network: sorted(set(found)) for network, found in by_network.items() if found}
+        for domain, by_network in (provenance or {}).items()
+        if domain in roots
+    }
+    chains = {domain: by_network for domain, by_network in chains.items() if by_network}
+    if chains:
+        data["provenance"] = chains
     return json.dumps(data, sort_keys=True, indent=2) + "\n"
+
+
+def _corrupt(path: str, detail: str) -> StateError:
+    return StateError(
+        f"state file {path} is corrupt ({detail}). It holds the last known good netblocks, so it is "
+        "not silently ignored: restore it from a backup, or delete it to start over (a root whose "
+        "walk then fails is refused until it succeeds once)"
+    )
+
+
+def _state_data(text: str, path: str) -> dict:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise _corrupt(path, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _corrupt(path, "the top level is not a JSON object")
+    if data.get("version") != STATE_VERSION:
+        raise _corrupt(path, f"unsupported version {data.get('version')!r}, expected {STATE_VERSION}")
+    return data
 
 
 def parse_state(text: str, path: str = "<state>") -> dict[str, list[Network]]:
     """Parse a state file's text; raise StateError with a clear message when it is corrupt."""
-
-    def corrupt(detail: str) -> StateError:
-        return StateError(
-            f"state file {path} is corrupt ({detail}). It holds the last known good netblocks, so it is "
-            "not silently ignored: restore it from a backup, or delete it to start over (a root whose "
-            "walk then fails is refused until it succeeds once)"
-        )
-
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise corrupt(f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise corrupt("the top level is not a JSON object")
-    if data.get("version") != STATE_VERSION:
-        raise corrupt(f"unsupported version {data.get('version')!r}, expected {STATE_VERSION}")
+    data = _state_data(text, path)
     roots = data.get("roots")
     if not isinstance(roots, dict):
-        raise corrupt('"roots" is missing or not an object')
+        raise _corrupt(path, '"roots" is missing or not an object')
     result: dict[str, list[Network]] = {}
     for domain, nets in roots.items():
         if not isinstance(nets, list):
-            raise corrupt(f"the netblocks of {domain!r} are not a list")
+            raise _corrupt(path, f"the netblocks of {domain!r} are not a list")
         parsed = []
         for value in nets:
             if not isinstance(value, str):
-                raise corrupt(f"{domain!r} has a netblock that is not a string: {value!r}")
+                raise _corrupt(path, f"{domain!r} has a netblock that is not a string: {value!r}")
             try:
                 parsed.append(parse_network(value)[0])
             except ValueError:
-                raise corrupt(f"{domain!r} has an invalid netblock {value!r}") from None
+                raise _corrupt(path, f"{domain!r} has an invalid netblock {value!r}") from None
         result[_root_key(domain)] = collapse(parsed)
+    return result
+
+
+def parse_state_provenance(text: str, path: str = "<state>") -> Provenance:
+    """The chains a state file keeps for its netblocks (empty for a state written without them)."""
+    provenance = _state_data(text, path).get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise _corrupt(path, '"provenance" is not an object')
+    result: Provenance = {}
+    for domain, by_network in provenance.items():
+        if not isinstance(by_network, dict):
+            raise _corrupt(path, f"the provenance of {domain!r} is not an object")
+        chains: dict[str, list[str]] = {}
+        for network, found in by_network.items():
+            if not isinstance(found, list) or not all(isinstance(chain, str) for chain in found):
+                raise _corrupt(path, f"the chains of {network!r} ({domain!r}) are not a list of strings")
+            try:
+                key = str(parse_network(network)[0])
+            except ValueError:
+                raise _corrupt(path, f"{domain!r} has provenance for an invalid netblock {network!r}") from None
+            chains.setdefault(key, []).extend(found)
+        result[_root_key(domain)] = chains
     return result
 
 
@@ -319,6 +364,7 @@ def plan_outputs(
 
     previous_state_content, old_roots = read_state(state_path) if state_path else (None, {})
     has_state = previous_state_content is not None
+    old_provenance = parse_state_provenance(previous_state_content, state_path) if has_state else {}
 
     warnings: list[str] = []
     kept: list[str] = []
@@ -327,6 +373,7 @@ def plan_outputs(
     guard_refusals: list[str] = []
     summaries: dict[str, dict] = {}
     new_state: dict[str, list[Network]] = {}
+    new_provenance: Provenance = {}
     header_roots: dict[str, str] = {}
     requested: set[str] = set()
 
@@ -351,6 +398,7 @@ def plan_outputs(
         if status == OK:
             nets = collapse(parse_network(str(n))[0] for n in root.networks)
             source = "fresh"
+            chains = _chains_of(nets, root.provenance)
             if not nets:
                 warnings.append(f"{domain}: the SPF walk succeeded but found no netblocks")
             if key in old_roots:
@@ -358,6 +406,8 @@ def plan_outputs(
         elif key in old_roots:
             nets = old_roots[key]
             source = "last_good"
+            # The chains the netblocks came from when they were walked: the same comments as then.
+            chains = _chains_of(nets, old_provenance.get(key, {}))
             kept.append(domain)
             why = "; ".join(errors) or "no details"
             warnings.append(
@@ -376,6 +426,7 @@ def plan_outputs(
         summary.update(source=source, network_count=len(nets))
         summaries[domain] = summary
         new_state[key] = nets
+        new_provenance[key] = chains
 
     removed = sorted(key for key in old_roots if key not in requested)
 
@@ -395,7 +446,8 @@ def plan_outputs(
     counts: list[int] = []
     for spec in outputs:
         rendered = None if missing else _render_output(
-            spec, static, new_state, header_roots, cidr_action=cidr_action, sqlgrey_cidr=sqlgrey_cidr)
+            spec, static, new_state, new_provenance, header_roots, cidr_action=cidr_action,
+            sqlgrey_cidr=sqlgrey_cidr)
         previous = _read_output(spec.path) if spec.path else None
         planned.append(OutputPlan(
             fmt=spec.fmt, path=spec.path, content=rendered.content if rendered else None,
@@ -418,7 +470,7 @@ def plan_outputs(
                 "checking it, or raise max_shrink / max_growth"
             )
 
-    state_content = dump_state(new_state)
+    state_content = dump_state(new_state, new_provenance)
     refused = "; ".join(reasons) if reasons else None
     for output in planned:
         output.changed = (
@@ -450,8 +502,21 @@ class _RenderedOutput:
     problems: list[str]
 
 
+def _chains_of(nets: list[Network], provenance: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``provenance`` (str(network) -> chains) for the collapsed ``nets``: each net gets the chains of
+    the networks inside it (the walker's keys are its collapsed networks, so normally its own)."""
+    found = []
+    for text, chains in provenance.items():
+        with contextlib.suppress(ValueError):
+            network = parse_network(text)[0]
+            found.extend((network, chain) for chain in chains)
+    return {str(net): sorted(set(chains)) for net, chains in zip(nets, group_by_container(nets, found), strict=True)
+            if chains}
+
+
 def _render_output(spec: OutputSpec, static: StaticEntries, new_state: dict[str, list[Network]],
-                   header_roots: dict[str, str], *, cidr_action: str, sqlgrey_cidr: bool) -> _RenderedOutput:
+                   provenance: Provenance, header_roots: dict[str, str], *, cidr_action: str,
+                   sqlgrey_cidr: bool) -> _RenderedOutput:
     static = static if spec.static is None else spec.static
     merged = collapse([*(n for nets in new_state.values() for n in nets), *static.networks])
     header = [header_roots[key] for key in sorted(header_roots)]
@@ -460,7 +525,16 @@ def _render_output(spec: OutputSpec, static: StaticEntries, new_state: dict[str,
         f"{len(static.regexes)} regex(es)"
     )
     header.append(f"total: {len(merged)} network(s) after merging and collapsing")
-    rendered = render(spec.fmt, merged, static, header, cidr_action=cidr_action, sqlgrey_cidr=sqlgrey_cidr)
+    # Each netblock with its chains; without recorded chains (a state from before they were kept),
+    # at least the domain it belongs to.
+    sources = [
+        (net, chain)
+        for key, nets in new_state.items()
+        for net in nets
+        for chain in provenance.get(key, {}).get(str(net)) or [key]
+    ]
+    rendered = render(spec.fmt, merged, static, header, cidr_action=cidr_action, sqlgrey_cidr=sqlgrey_cidr,
+                      provenance=sources)
     problems = [] if rendered.entry_count else [f"the update would write an empty whitelist ({spec.fmt})"]
     return _RenderedOutput(rendered.content, merged, len(merged), rendered.warnings, problems)
 
