@@ -9,15 +9,12 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 
-from spfwalk.cli import package_version
-from spfwalk.walker import WalkerOptions
-
 from . import report as reporting
 from .aggregate import Aggregator
 from .daemons import Dispatcher, Event
 from .inputs import STDIN, InputError, read_lines
 from .lines import LineReader, Record, SyslogClock
-from .spfcheck import spf_lookup
+from .spfcheck import package_version, spf_lookup
 
 PROG = "greylist-report"
 EXIT_OK = 0
@@ -41,14 +38,21 @@ exit codes:
 """
 
 
+class UsageError(ValueError):
+    """A bad command line, raised instead of exiting when the parser must not exit (the Ansible module)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
+        if not self.exit_on_error:
+            raise UsageError(message)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Report what greylisting delays, stops and should whitelist, "
-                     "from a mail log.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                     "from a mail log.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     exit_on_error=exit_on_error)
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("files", nargs="*", metavar="FILE", help="log file, '-' for stdin (default: stdin)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -89,12 +93,27 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except Exception as exc:
         return _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED)
+    sys.stdout.write(render(report, args))
+    return EXIT_OK
+
+
+def generate(argv: list[str]) -> tuple[dict, str]:
+    """The report and its output (text, or JSON with --json) for a command line, without exiting.
+
+    What the Ansible module mailguard.mail.greylist_report runs: its options become this command
+    line, so the module and the command parse, check, read and render the same way. Raises
+    UsageError or argparse.ArgumentError for a bad option, InputError for an unreadable input.
+    """
+    args = build_parser(exit_on_error=False).parse_args(argv)
+    report = run(args)
+    return report, render(report, args)
+
+
+def render(report: dict, args: argparse.Namespace) -> str:
     if args.json:
         # One line: the C encoder (an indented dump of a big log's groups takes seconds); jq reads it.
-        sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
-    else:
-        sys.stdout.write(reporting.render_text(report, args.top))
-    return EXIT_OK
+        return json.dumps(report, sort_keys=True) + "\n"
+    return reporting.render_text(report, args.top)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -111,8 +130,8 @@ def run(args: argparse.Namespace) -> dict:
             aggregator.observe(time)
     lookup = None
     if args.check_spf:
-        lookup = spf_lookup(WalkerOptions(nameservers=args.nameserver or None, port=args.port,
-                                          query_lifetime=args.query_lifetime, deadline=args.deadline))
+        lookup = spf_lookup(nameservers=args.nameserver or None, port=args.port,
+                            query_lifetime=args.query_lifetime, deadline=args.deadline)
     options = reporting.Options(min_age=args.min_age, inputs=tuple(files), lines=counter.lines,
                                 unparsed=counter.unparsed, version=package_version())
     return reporting.build(aggregator, options, lookup)
