@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+# The repository root: its ansible.cfg finds the collection mailguard.mail (collections/).
+PROJECT = Path(__file__).resolve().parents[3]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 RCPT = "alice@lab.test"
 ENHANCED_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3} ")
@@ -73,14 +75,15 @@ def run_dnsbl_check(tmp_path: Path, mta, sites: list[str]) -> tuple[int, str]:
             "gather_facts": False,
             "become": True,
             "tasks": [{"name": "Run the check", "ansible.builtin.import_role": {
-                "name": "local_resolver", "tasks_from": "dnsbl_check"}}],
+                "name": "mailguard.mail.local_resolver", "tasks_from": "dnsbl_check"}}],
         }])
     )
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
     variables = {"local_resolver_dnsbl_sites": sites, "local_resolver_dnsbl_syntax": mta.name}
     done = subprocess.run(
         [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(playbook), "-e", json.dumps(variables)],
-        env=dict(os.environ, ANSIBLE_NOCOLOR="1"), capture_output=True, text=True, timeout=180, check=False,
+        cwd=PROJECT, env=dict(os.environ, ANSIBLE_NOCOLOR="1"), capture_output=True, text=True, timeout=180,
+        check=False,
     )
     return done.returncode, done.stdout + done.stderr
 
