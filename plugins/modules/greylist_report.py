@@ -16,7 +16,7 @@ description:
     become that command line.
   - Inputs are syslog files (rotated and gzipped ones too, gzip recognised by its magic bytes),
     Exim's mainlog and C(journalctl) output (C(-o short), C(short-iso), C(short-iso-precise) or
-    C(json)). Each file is read one line at a time; memory grows with the number of distinct
+    C(json)). Each file is read in chunks of 1 MiB; memory grows with the number of distinct
     triplets, not with the size of the logs.
   - Read-only. Meant to run on the controller (C(delegate_to=localhost), C(run_once=true)) over logs
     fetched from the mail hosts, as the playbook C(greylist_report.yml) of the collection does.

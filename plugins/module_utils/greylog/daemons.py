@@ -23,7 +23,7 @@ The formats come from the daemons' sources:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .lines import EXIM, Record
@@ -151,27 +151,43 @@ class Postfix:
         self._table = table
 
     def __call__(self, record: Record) -> Event | None:
-        service = record.program.rpartition("/")[2]
-        message = record.message
+        return self.service(record.program)(record)
+
+    def service(self, program: str) -> Callable[[Record], Event | None]:
+        """The parser of one Postfix program ("postfix/smtpd", "postfix-out/qmgr"...): the
+        Dispatcher remembers it per program, so the service is not worked out on every line."""
+        service = program.rpartition("/")[2]
         if service == "smtpd":
-            if "reject: RCPT from" in message:
-                return self._reject(record)
-            match = _POSTFIX_CLIENT.match(message)
-            if match is not None:
-                name = match["name"]
-                self._table.arrived(match["qid"], record.time, match["addr"], "" if name == "unknown" else name,
-                                    None)
-            return None
+            return self.smtpd
         if service == "qmgr":
-            match = _POSTFIX_FROM.match(message)
+            return self.qmgr
+        return self.delivery
+
+    def smtpd(self, record: Record) -> Event | None:
+        message = record.message
+        if "reject: RCPT from" in message:
+            return self._reject(record)
+        match = _POSTFIX_CLIENT.match(message)
+        if match is not None:
+            name = match["name"]
+            self._table.arrived(match["qid"], record.time, match["addr"], "" if name == "unknown" else name,
+                                None)
+        return None
+
+    def qmgr(self, record: Record) -> Event | None:
+        message = record.message
+        match = _POSTFIX_FROM.match(message)
+        if match is not None:
+            self._table.set_sender(match["qid"], match["sender"].lower())
+        else:
+            match = _POSTFIX_REMOVED.match(message)
             if match is not None:
-                self._table.set_sender(match["qid"], match["sender"].lower())
-            else:
-                match = _POSTFIX_REMOVED.match(message)
-                if match is not None:
-                    self._table.done(match["qid"])
-            return None
-        match = _POSTFIX_TO.match(message)
+                self._table.done(match["qid"])
+        return None
+
+    def delivery(self, record: Record) -> Event | None:
+        """Any other service (local, lmtp, smtp, virtual, pipe...): a "to=<...>" line is a delivery."""
+        match = _POSTFIX_TO.match(record.message)
         if match is not None:
             return self._table.recipient(match["qid"], match["orig"] or match["rcpt"])
         return None
@@ -250,28 +266,43 @@ def _exim_name(host: str) -> str:
     return "" if not host or host.startswith("(") else host.split(" ", 1)[0]
 
 
+def _no_event(record: Record) -> None:
+    return None
+
+
 # -- dispatch --------------------------------------------------------------------------------
 
 class Dispatcher:
     """Routes each record to the parser of the program that wrote it."""
+
+    _MAX_PROGRAMS = 1024  # programs whose parser is remembered: a log names a handful
 
     def __init__(self, reject_text: re.Pattern, table: MessageTable | None = None):
         table = table or MessageTable()
         self.table = table
         self._postfix = Postfix(reject_text, table)
         self._exim = Exim(reject_text, table)
+        self._parsers: dict[str, Callable[[Record], Event | None]] = {}
+
+    def parser(self, program: str) -> Callable[[Record], Event | None]:
+        if program.startswith("postfix"):
+            return self._postfix.service(program)
+        if program == "postgrey":
+            return postgrey
+        if program == "sqlgrey":
+            return sqlgrey
+        if program.startswith("exim"):
+            return self._exim
+        return _no_event
 
     def event(self, record: Record) -> Event | None:
-        program = record.program
-        if program.startswith("postfix"):
-            return self._postfix(record)
-        if program == "postgrey":
-            return postgrey(record)
-        if program == "sqlgrey":
-            return sqlgrey(record)
-        if program.startswith("exim"):
-            return self._exim(record)
-        return None
+        # One dict look-up per record instead of the chain of prefix tests (the hot path).
+        parse = self._parsers.get(record.program)
+        if parse is None:
+            parse = self.parser(record.program)
+            if len(self._parsers) < self._MAX_PROGRAMS:
+                self._parsers[record.program] = parse
+        return parse(record)
 
     def events(self, records: Iterator[Record]) -> Iterator[Event]:
         for record in records:

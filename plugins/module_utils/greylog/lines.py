@@ -16,6 +16,7 @@ MONTHS = {name: number for number, name in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
 
 # "Dec  5 11:56:11 mx1 postfix/smtpd[123]: message" (journalctl "short" looks the same).
+# The groups are read by position (match.groups(): one call, not one lookup per name).
 _TRADITIONAL = re.compile(
     r"(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)(?:\.\d+)? "
     r"\S+ (?P<prog>[^\s\[:]+)(?:\[\d+\])?: (?P<msg>.*)")
@@ -50,9 +51,19 @@ class SyslogClock:
         self._today = today or datetime.now(UTC)
         self._year: int | None = None
         self._month = 0
-        self._cache: tuple[tuple, float] = ((), 0.0)
+        self._last: tuple[tuple[str, str, str], float | None] = (("", "", ""), None)
 
     def stamp(self, month_name: str, day: str, hms: str) -> float | None:
+        # A busy log stamps many lines in the same second. The same stamp as the last call's
+        # leaves the year as it was (same month: no wrap), so it has the same value.
+        key = (month_name, day, hms)
+        if key == self._last[0]:
+            return self._last[1]
+        value = self._compute(month_name, day, hms)
+        self._last = (key, value)
+        return value
+
+    def _compute(self, month_name: str, day: str, hms: str) -> float | None:
         month = MONTHS.get(month_name)
         if month is None:
             return None
@@ -63,16 +74,11 @@ class SyslogClock:
             # December then January: a new year (a month back by less is interleaving).
             self._year += 1
         self._month = month
-        key = (self._year, month, day, hms)
-        if key == self._cache[0]:
-            return self._cache[1]
         try:
-            value = datetime(self._year, month, int(day), int(hms[:2]), int(hms[3:5]), int(hms[6:8]),
-                             tzinfo=UTC).timestamp()
+            return datetime(self._year, month, int(day), int(hms[:2]), int(hms[3:5]), int(hms[6:8]),
+                            tzinfo=UTC).timestamp()
         except ValueError:  # Feb 29 in a year without it, 25:00...
             return None
-        self._cache = (key, value)
-        return value
 
 
 class LineReader:
@@ -84,13 +90,14 @@ class LineReader:
 
     def parse(self, line: str) -> Record | None:
         line = line.rstrip("\r\n")
+        # Syslog's traditional stamp first, the common case: it starts with a capital letter, so a
+        # line it does not match is one of the others or none.
+        match = _TRADITIONAL.match(line)
+        if match is not None:
+            month, day, hms, program, message = match.groups()
+            when = self._clock.stamp(month, day, hms)
+            return None if when is None else Record(when, program, message)
         first = line[:1]
-        if first.isalpha():
-            match = _TRADITIONAL.match(line)
-            if match is None:
-                return None
-            when = self._clock.stamp(match["mon"], match["day"], match["hms"])
-            return None if when is None else Record(when, match["prog"], match["msg"])
         if first.isdigit():
             match = _ISO.match(line)
             if match is not None:
