@@ -82,7 +82,7 @@ def class_named(traffic: dict, name: str) -> dict:
 def test_real_seconds_are_divided_by_the_scale(traffic, plan):
     assert plan["scale"] == 60.0
     assert plan["horizon"] == 240.0
-    assert plan["arrival_window"] == 60.0
+    assert plan["arrival_window"] == 40.0
     slower = plan_module.build_plan(traffic, 10)
     assert slower["scale"] == 30.0
     assert slower["horizon"] == 480.0

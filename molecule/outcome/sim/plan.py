@@ -145,13 +145,16 @@ def attempt_times(schedule: dict, first: float, horizon: float, rng: random.Rand
     sender giving up wins over the horizon: "horizon" means the sender would still have tried.
     """
     times = [first]
+    # The waits summed on their own: (first + 120 + 120 + 120) - first can exceed 360 in
+    # floating point, and a sender retrying exactly at its give_up would lose that attempt.
+    elapsed = 0.0
     for low, high in waits(schedule):
-        at = times[-1] + rng.uniform(low, high)
-        if at - first > schedule["give_up"]:
+        elapsed += rng.uniform(low, high)
+        if elapsed > schedule["give_up"]:
             return times, "gave-up"
-        if at > horizon:
+        if first + elapsed > horizon:
             return times, "horizon"
-        times.append(at)
+        times.append(first + elapsed)
     return times, "gave-up"  # no retry left and no then_every
 
 
