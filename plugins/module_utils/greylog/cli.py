@@ -184,8 +184,8 @@ def records(files: Iterable[str], year: int | None, counter: _LineCounter | None
             counter.lines += len(lines)
             for line in lines:
                 if not ("from=<" in line or "to=<" in line or "grey" in line or "client=" in line
-                        or "reject: RCPT" in line or ": removed" in line or "> " in line or " <= " in line or " == " in line
-                        or " ** " in line or "Completed" in line or "temporarily rejected" in line
+                        or "reject: RCPT" in line or ": removed" in line or "> " in line or " <= " in line
+                        or " == " in line or " ** " in line or "Completed" in line or "temporarily rejected" in line
                         or (line[:1] == "{" and _JSON_BYTES_MESSAGE.search(line))):
                     last = line
                     continue
