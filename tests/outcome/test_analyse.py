@@ -286,6 +286,26 @@ def test_c_fails_when_a_later_message_is_delayed_or_the_first_is_not(run):
     assert checks["greylisting-stock/mta-postfix"] is False
 
 
+def test_c_is_not_judged_without_a_later_message(run):
+    """"Delayed once" needs a message after the MTA's first delivery: without one, n/a (never PASS)."""
+    quick = good_run()
+    config = "greylisting-stock"
+    first_of = {}
+    for result in quick.results:
+        if result["config"] == config and result["class"] == "mta-postfix":
+            client = result["attempts"][0]["client"]
+            if client not in first_of or result["first_attempt"] < first_of[client]["first_attempt"]:
+                first_of[client] = result
+    assert len(first_of) < sum(1 for r in quick.results if r["config"] == config and r["class"] == "mta-postfix")
+    quick.results = [r for r in quick.results if r["config"] != config or r["class"] != "mta-postfix"
+                     or r in first_of.values()]
+    kept = {r["id"] for r in quick.results}
+    quick.messages = [m for m in quick.messages if m["id"] in kept]
+    checks = verdicts(analyse.summarise(quick.plan(), quick.results, HOSTS), "c")
+    assert checks[f"{config}/mta-postfix"] is None
+    assert checks["shared-greylist/mta-postfix"] is True
+
+
 def test_d_fails_when_a_bot_gets_through_or_is_blocked_without_greylisting(run):
     for result in run.results:
         if result["class"] == "bot-no-retry" and result["config"] in ("greylisting-stock", "no-greylisting"):

@@ -79,6 +79,13 @@ def class_named(traffic: dict, name: str) -> dict:
 # --- the clock ----------------------------------------------------------------------------------
 
 
+def test_a_class_may_have_an_arrival_window_of_its_own(traffic, plan):
+    exim = [m["attempts"][0]["at"] for m in plan["messages"] if m["class"] == "mta-exim"]
+    postfix = [m["attempts"][0]["at"] for m in plan["messages"] if m["class"] == "mta-postfix"]
+    assert max(exim) > plan["arrival_window"] >= max(postfix)
+    assert max(exim) <= class_named(traffic, "mta-exim")["arrival_window"] / plan["scale"]
+
+
 def test_real_seconds_are_divided_by_the_scale(traffic, plan):
     assert plan["scale"] == 60.0
     assert plan["horizon"] == 240.0
@@ -196,7 +203,8 @@ def test_attempts_follow_the_schedule_within_the_window_and_horizon(traffic, pla
         sender_class = class_named(traffic, message["class"])
         schedule = traffic["schedules"][sender_class["schedule"]]
         times = [attempt["at"] for attempt in message["attempts"]]
-        assert 0 <= times[0] <= plan["arrival_window"]
+        window = sender_class.get("arrival_window", traffic["arrival_window"]) / scale
+        assert 0 <= times[0] <= window + TOLERANCE
         assert times[-1] <= plan["horizon"]
         assert times[-1] - times[0] <= schedule["give_up"] / scale + TOLERANCE
         waits = [later - earlier for earlier, later in itertools.pairwise(times)]

@@ -163,7 +163,9 @@ def message_traffic(traffic: dict, sender_class: dict, n: int) -> dict:
     seconds), client addresses, envelope sender and how the attempts end."""
     rng = random.Random(f"{traffic['seed']}/{sender_class['name']}/{n}")
     schedule = traffic["schedules"][sender_class["schedule"]]
-    first = rng.uniform(0, traffic["arrival_window"])
+    # A class may spread its messages over a window of its own (a slow retry schedule needs a
+    # longer one for a message to come after its MTA's first delivery).
+    first = rng.uniform(0, sender_class.get("arrival_window", traffic["arrival_window"]))
     times, ends = attempt_times(schedule, first, traffic["horizon"], rng)
     addresses = class_addresses(sender_class)
     if sender_class["address_choice"] == "random":
