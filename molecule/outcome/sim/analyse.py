@@ -77,11 +77,10 @@ def load_hosts(path: str | Path | None) -> dict:
 # -- small figures ---------------------------------------------------------------------------
 
 def percentile(values: Iterable[float], share: float) -> float | None:
-    """Nearest rank: the smallest value with at least ``share`` of the values at or below it."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+    """greylist-report's own nearest rank (a value some message really had), None for no values:
+    the ground truth and the tool's figures are compared percentile for percentile."""
+    values = list(values)
+    return _greylog("report").percentile(values, share) if values else None
 
 
 def real_minutes(lab_seconds: float | None, scale: float) -> float | None:
