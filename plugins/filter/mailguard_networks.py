@@ -185,14 +185,15 @@ def mailguard_split_static_entries(entries) -> dict:
 def mailguard_whitelist_outputs(formats, static_entries, build_dir="", file_names=None, baselines=None) -> list:
     """The spf_netblocks module's outputs for one walk of the providers, one per format.
 
-    sqlgrey's client list takes only the static addresses (the sqlgrey role writes the names
-    into its own file); with build_dir, each output is also written there under its file name;
+    sqlgrey's client list and the Postfix cidr table take only the static addresses (the sqlgrey
+    role writes the names into its own file; postgrey's list, either format, holds them beside the
+    cidr table); with build_dir, each output is also written there under its file name;
     baselines (format -> content, e.g. read from a mail host) stand in for a missing state.
     """
     outputs = []
     for fmt in formats:
         output = {"format": fmt}
-        if fmt == "sqlgrey":
+        if fmt in ("sqlgrey", "cidr"):
             output["static_entries"] = mailguard_split_static_entries(static_entries)["networks"]
         if build_dir:
             output["dest"] = f"{str(build_dir).rstrip('/')}/{(file_names or {})[fmt]}"

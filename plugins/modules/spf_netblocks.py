@@ -41,7 +41,7 @@ options:
   format:
     description: Output format of the single output (without O(outputs)); C(postgrey) if unset.
     type: str
-    choices: [postgrey, cidr, exim, sqlgrey, spamd]
+    choices: [postgrey, postgrey-names, cidr, exim, sqlgrey, spamd]
   dest:
     description:
       - File to write (without O(outputs)). Without it, nothing is written and the content is only returned.
@@ -56,7 +56,7 @@ options:
         description: Output format.
         type: str
         required: true
-        choices: [postgrey, cidr, exim, sqlgrey, spamd]
+        choices: [postgrey, postgrey-names, cidr, exim, sqlgrey, spamd]
       dest:
         description: File to write; without it the content is only returned (RV(contents)).
         type: path
@@ -266,7 +266,7 @@ try:
 
     IMPORT_ERROR = None
 except ImportError as exc:  # dnspython missing on the host running the module
-    FORMATS = ("postgrey", "cidr", "exim", "sqlgrey", "spamd")
+    FORMATS = ("postgrey", "postgrey-names", "cidr", "exim", "sqlgrey", "spamd")
     IMPORT_ERROR = exc
 
 

@@ -85,15 +85,20 @@ def test_the_sqlgrey_split_reads_each_entry_as_the_module_does():
     assert [entry for entry, kind in kinds.items() if kind == "network"] == split["networks"]
 
 
-def test_whitelist_outputs_one_per_format_with_sqlgrey_networks_only():
+def test_whitelist_outputs_one_per_format_with_sqlgrey_and_cidr_networks_only():
+    # A Postfix cidr table cannot hold a name (the module refuses one by name): the names go to
+    # postgrey's list, which a Postfix host installs beside the table.
     static = ["192.0.2.0/24", "mail.example.org"]
     outputs = networks.mailguard_whitelist_outputs(
-        ["exim", "sqlgrey"], static, "/srv/lists/",
-        {"exim": "whitelist-hosts", "sqlgrey": "clients_ip_whitelist.local"},
+        ["exim", "sqlgrey", "cidr", "postgrey-names"], static, "/srv/lists/",
+        {"exim": "whitelist-hosts", "sqlgrey": "clients_ip_whitelist.local", "cidr": "provider_clients.cidr",
+         "postgrey-names": "whitelist_clients.names.local"},
         {"exim": "# old\n192.0.2.0/24\n"})
     assert outputs == [
         {"format": "exim", "dest": "/srv/lists/whitelist-hosts", "previous_content": "# old\n192.0.2.0/24\n"},
         {"format": "sqlgrey", "static_entries": ["192.0.2.0/24"], "dest": "/srv/lists/clients_ip_whitelist.local"},
+        {"format": "cidr", "static_entries": ["192.0.2.0/24"], "dest": "/srv/lists/provider_clients.cidr"},
+        {"format": "postgrey-names", "dest": "/srv/lists/whitelist_clients.names.local"},
     ]
     assert networks.mailguard_whitelist_outputs(["postgrey"], static) == [{"format": "postgrey"}]
 

@@ -11,6 +11,7 @@ from spfwalk.guards import GuardPolicy
 from spfwalk.outputs import (
     FORMATS,
     GENERATED_LINE,
+    NAMES_ONLY_FORMATS,
     PROVENANCE_MAX_LINE,
     SQLGREY_MAX_LINES_PER_NETWORK,
     OutputError,
@@ -356,7 +357,10 @@ def test_render_is_deterministic_and_order_independent(fmt):
     assert not re.search(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}", first.content)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+NETWORK_FORMATS = [fmt for fmt in FORMATS if fmt not in NAMES_ONLY_FORMATS]
+
+
+@pytest.mark.parametrize("fmt", NETWORK_FORMATS)
 def test_render_merges_static_networks_and_collapses(fmt):
     static = parse_static_entries(["192.0.2.0/25"], DOCS)
     result = render(fmt, nets("192.0.2.128/25"), static, [])
@@ -435,7 +439,7 @@ def test_render_postgrey_with_provenance_exact():
     assert result.entry_count == 7  # comment lines are not entries
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", NETWORK_FORMATS)
 def test_each_format_writes_each_netblocks_chain_on_the_line_before_it(fmt):
     static = parse_static_entries(["192.0.2.0/24"], DOCS)
     result = render(fmt, WALK, static, HEADER, provenance=PROVENANCE, sqlgrey_cidr=True)
@@ -526,3 +530,17 @@ def test_without_provenance_no_entry_gets_a_comment():
     result = render("postgrey", WALK, parse_static_entries(["mail.example.com"], DOCS), HEADER)
     assert [line for line in result.content.splitlines() if line.startswith("#")] == [
         GENERATED_LINE, result.content.splitlines()[1], HEADER_LINE]
+
+
+def test_postgrey_names_holds_the_static_names_and_regexes_and_never_a_network():
+    # postgrey behind the Postfix cidr table: every address, walked or static, is the table's.
+    static = parse_static_entries(["192.0.2.0/24", "mail.example.org", "/^smtp[0-9]+\\.example\\.net$/"], DOCS)
+    result = render("postgrey-names", WALK, static, HEADER, provenance=PROVENANCE)
+    assert entry_lines(result.content) == ["mail.example.org", "/^smtp[0-9]+\\.example\\.net$/"]
+    assert result.entry_count == 2
+    assert "cidr table" in result.content.splitlines()[1]
+
+
+def test_postgrey_names_without_static_names_is_an_empty_list():
+    result = render("postgrey-names", WALK, parse_static_entries(["192.0.2.0/24"], DOCS), [])
+    assert entry_lines(result.content) == [] and result.entry_count == 0

@@ -242,6 +242,26 @@ def test_sqlgrey_with_only_ipv6_is_refused_as_empty(out):
     assert p.refused is not None and "empty whitelist" in p.refused
 
 
+def test_postgrey_names_may_be_empty_the_networks_are_the_cidr_tables(out):
+    # postgrey behind the Postfix cidr table: no static names, nothing to write but the header.
+    p = plan(report(walked("gmail.com", "172.217.0.0/19")), out, fmt="postgrey-names")
+    assert p.refused is None and entries(p.content) == []
+    assert "1 after merging, in the cidr table asked first" in p.content
+
+
+def test_a_full_postgrey_list_is_no_baseline_of_its_names_only_successor(out):
+    # A host moving to the cidr table: its old list held every network, the new one holds none.
+    # That is no shrink of the providers (the cidr output carries them, with its own baseline).
+    out.write_text("# old list\n172.217.0.0/19\nmail.example.com\n")
+    p = plan(report(walked("gmail.com", "172.217.0.0/19")), out, parse_static_entries(["mail.example.com"]),
+             fmt="postgrey-names")
+    assert p.refused is None and entries(p.content) == ["mail.example.com"]
+    cidr = out.with_name("provider_clients.cidr")
+    cidr.write_text("# old\n172.217.0.0/19\tOK\n")
+    shrunk = plan(report(walked("gmail.com", "172.217.0.0/24")), cidr, fmt="cidr")
+    assert shrunk.refused is not None and "no state yet" in shrunk.refused
+
+
 def test_static_entries_alone_are_not_empty(out):
     p = plan(report(), out, parse_static_entries(["mail.example.com"]))
     assert p.refused is None

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from .guards import GuardPolicy
 from .model import OK, PERMERROR, Network, RootResult, WalkReport
 from .netblocks import address_count, collapse, group_by_container, lost_fraction, parse_network
-from .outputs import FORMATS, OutputError, StaticEntries, render
+from .outputs import FORMATS, NAMES_ONLY_FORMATS, OutputError, StaticEntries, render
 
 STATE_VERSION = 1
 DEFAULT_MODE = 0o644
@@ -524,7 +524,10 @@ def _render_output(spec: OutputSpec, static: StaticEntries, new_state: dict[str,
         f"static entries: {len(static.networks)} network(s), {len(static.hostnames)} host name(s), "
         f"{len(static.regexes)} regex(es)"
     )
-    header.append(f"total: {len(merged)} network(s) after merging and collapsing")
+    if spec.fmt in NAMES_ONLY_FORMATS:
+        header.append(f"networks: none in this file; {len(merged)} after merging, in the cidr table asked first")
+    else:
+        header.append(f"total: {len(merged)} network(s) after merging and collapsing")
     # Each netblock with its chains; without recorded chains (a state from before they were kept),
     # at least the domain it belongs to.
     sources = [
@@ -535,7 +538,8 @@ def _render_output(spec: OutputSpec, static: StaticEntries, new_state: dict[str,
     ]
     rendered = render(spec.fmt, merged, static, header, cidr_action=cidr_action, sqlgrey_cidr=sqlgrey_cidr,
                       provenance=sources)
-    problems = [] if rendered.entry_count else [f"the update would write an empty whitelist ({spec.fmt})"]
+    empty = not rendered.entry_count and spec.fmt not in NAMES_ONLY_FORMATS
+    problems = [f"the update would write an empty whitelist ({spec.fmt})"] if empty else []
     return _RenderedOutput(rendered.content, merged, len(merged), rendered.warnings, problems)
 
 
@@ -547,7 +551,7 @@ def _wide_after_merge(spec: OutputSpec, merged: list[Network], guard: GuardPolic
 
 def _baseline_problems(output: OutputPlan, limits: Limits) -> list[str]:
     """Without a state, the file being replaced is the baseline of the shrink and growth guards."""
-    if output.previous_content is None or output.content is None:
+    if output.previous_content is None or output.content is None or output.fmt in NAMES_ONLY_FORMATS:
         return []
     return _movement_problems(f"the {output.fmt} whitelist (no state yet: compared with the list it replaces)",
                               networks_in(output.previous_content), networks_in(output.content), limits)
