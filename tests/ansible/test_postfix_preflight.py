@@ -162,3 +162,50 @@ def test_rate_limit_exception_table_that_is_no_absolute_path_is_refused(table):
     assert rc != 0
     assert "postfix_rate_limit_exception_cidr_tables" in messages and json.dumps(table) in messages, messages
 
+
+
+@pytest.mark.parametrize("table", ["providers.cidr", "cidr:/etc/postfix/providers.cidr"])
+def test_greylist_skip_table_that_is_no_absolute_path_is_refused(table):
+    rc, messages = preflight(postfix_greylist_skip_cidr_tables=[table])
+    assert rc != 0
+    assert "postfix_greylist_skip_cidr_tables" in messages and json.dumps(table) in messages, messages
+
+
+# What a postgrey host installs by default (roles/mailguard, mailguard_whitelist_files.postgrey):
+# postgrey's list without the networks, and the cidr table that holds them.
+PROVIDER_TABLE = "/etc/postfix/mailguard_provider_clients.cidr"
+NAMES_ONLY_INSTALLS = [
+    {"format": "postgrey-names", "dest": "/etc/postgrey/whitelist_clients.local",
+     "validate": "/usr/local/sbin/postgrey-whitelist-check %s", "notify": "postgrey whitelist changed"},
+    {"format": "cidr", "dest": PROVIDER_TABLE,
+     "validate": "/usr/local/sbin/postfix-check-table cidr %s", "notify": "postfix config changed"},
+]
+
+
+def test_postgrey_names_with_the_table_asked_before_the_greylist_passes():
+    rc, messages = preflight(spf_whitelist_installs=NAMES_ONLY_INSTALLS)
+    assert rc == 0, messages
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # The table is installed but smtpd does not ask it before the greylist.
+        {"postfix_greylist_skip_cidr_tables": []},
+        {"postfix_greylist_skip_cidr_tables": ["/etc/postfix/other.cidr"]},
+        # The switch turned off for Postfix, while the installs still leave the networks out.
+        {"mailguard_provider_clients_skip_greylist": False},
+    ],
+    ids=["no-table", "another-table", "switch-off"],
+)
+def test_postgrey_names_without_the_table_before_the_greylist_is_refused(overrides):
+    # The providers' pools would be greylisted: postgrey no longer knows their networks.
+    rc, messages = preflight(spf_whitelist_installs=NAMES_ONLY_INSTALLS, **overrides)
+    assert rc != 0
+    assert "postgrey-names" in messages and PROVIDER_TABLE in messages, messages
+
+
+def test_postgrey_names_without_any_cidr_table_is_refused():
+    rc, messages = preflight(spf_whitelist_installs=NAMES_ONLY_INSTALLS[:1])
+    assert rc != 0
+    assert "postgrey-names" in messages and "postfix_greylist_skip_cidr_tables" in messages, messages
