@@ -289,6 +289,87 @@ def test_an_exim_host_list_open_to_all_but_the_unknown_client_is_not_healthy(tmp
     assert "'DUNNO (in +mailguard_greylist_whitelist)' for 1.2.3.4, outside the whitelist" in done.stderr, done.stderr
 
 
+# --- a Postfix cidr table before the greylist (postgrey's list holds no network) --------------------
+
+# postmap -q - cidr:TABLE: reads keys on stdin, prints "key<TAB>value" for those the table matches
+# (first match), exit 1 when none matched. The lab's cluster scenario runs Postfix's own.
+FAKE_POSTMAP = r"""
+import ipaddress, os, sys
+table = sys.argv[-1].removeprefix("cidr:")
+if os.environ.get("FAKE_POSTMAP_ERROR"):
+    print(f"postmap: fatal: {table}: " + os.environ["FAKE_POSTMAP_ERROR"], file=sys.stderr)
+    sys.exit(1)
+entries = [line.split() for line in open(table) if line.strip() and not line.startswith("#")]
+found = 0
+for key in sys.stdin.read().split():
+    for network, value in entries:
+        if ipaddress.ip_address(key) in ipaddress.ip_network(network):
+            print(f"{key}\t{value}")
+            found += 1
+            break
+sys.exit(0 if found else 1)
+"""
+
+
+def postmap_env(tmp_path, **extra):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "postmap"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_POSTMAP}")
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **extra}
+
+
+@pytest.fixture
+def cidr_table(tmp_path):
+    path = tmp_path / "provider_clients.cidr"
+    path.write_text(f"# generated\n# a chain\n{WHITELISTED}\tOK\n")
+    return path
+
+
+def table_checked(tmp_path, table, smtp, env):
+    """The check with the table before a postgrey whose own list whitelists nothing."""
+    asked = []
+    server, policy = policy_service("postgrey", "tcp", tmp_path, (), asked)
+    try:
+        return check(table, policy, smtp, f"--client-table={table}", env=env), asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_cidr_table_passes_the_pool_and_postgrey_is_asked_only_for_the_others(tmp_path, cidr_table, smtp):
+    done, asked = table_checked(tmp_path, cidr_table, smtp, postmap_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    replies = json.loads(done.stdout)["replies"]
+    assert replies[str(WHITELISTED.network_address)].startswith("OK (in cidr:"), replies
+    assert not in_range(asked, str(WHITELISTED)), asked  # as smtpd: a table match never reaches postgrey
+    assert all(in_range(asked, scope) for scope in (LOW, HIGH, V6)) and "192.0.2.1" in asked, asked
+
+
+def test_a_pool_the_table_does_not_pass_is_named(tmp_path, cidr_table, smtp):
+    # The table on disk holds the pool, but Postfix's reader does not match it (here: reads an
+    # empty table): postgrey, which knows no network, greylists the pool.
+    empty = tmp_path / "empty.cidr"
+    empty.write_text("# nothing\n")
+    env = postmap_env(tmp_path)
+    asked = []
+    server, policy = policy_service("postgrey", "tcp", tmp_path, (), asked)
+    try:
+        done = check(cidr_table, policy, smtp, f"--client-table={empty}", env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1, done.stdout
+    assert f"for {WHITELISTED.network_address} of the whitelisted {WHITELISTED}" in done.stderr, done.stderr
+
+
+def test_a_table_postfix_cannot_read_is_named(tmp_path, cidr_table, smtp):
+    done, _ = table_checked(tmp_path, cidr_table, smtp, postmap_env(tmp_path, FAKE_POSTMAP_ERROR="bad line 2"))
+    assert done.returncode == 1, done.stdout
+    assert "postmap -q cidr:" in done.stderr and "bad line 2" in done.stderr, done.stderr
+
+
 # --- the rollback: the previous list back, byte for byte, newer than the failed one ----------------
 
 
@@ -346,6 +427,8 @@ def health_check_module():
         ("postgrey", False, ["198.51.100.0/24", "203.0.113.7/32", "2001:db8:1::/48"], []),
         ("exim", False, ["198.51.100.0/24", "203.0.113.7/32", "2001:db8:1::/48"], []),
         ("spamd", False, ["198.51.100.0/24", "203.0.113.7/32", "2001:db8:1::/48"], []),
+        # network<TAB>OK: the action column is no part of the network
+        ("cidr", False, ["198.51.100.0/24", "203.0.113.7/32", "2001:db8:1::/48"], []),
         ("sqlgrey", True, ["198.51.100.0/24", "203.0.113.7/32", "2001:db8:1::/48"], []),
         ("sqlgrey", False, ["203.0.113.7/32"], ["198.51.100.0/24"]),  # class C: a.b.c covers its /24
     ],

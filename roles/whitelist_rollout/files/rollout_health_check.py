@@ -11,6 +11,11 @@ only the client whitelist can let a request through):
   the actions are case-insensitive). A file that covers every probe address of such a range opens
   the greylist to it: unhealthy without asking.
 
+With --client-table PATH (a Postfix host whose providers' cidr table smtpd asks before the
+greylist, and postgrey's list holds no network), each client is first looked up in that table with
+Postfix's own reader (postmap -q, as smtpd reads it after the reload): a match passes as smtpd's OK
+does, the rest are asked of the policy service.
+
 With --policy exim:HOSTLIST, Exim itself (exim4 -be, the live configuration and the installed file)
 says whether each client matches the named host list its greylisting ACL skips. Then the MTA must
 greet with 220. Retries until --timeout while a reloaded daemon comes back. Exit 0 healthy; 1 with
@@ -47,7 +52,8 @@ def read_whitelist(path):
     networks, covered = [], []
     with open(path, encoding="latin-1") as handle:
         for raw in handle:
-            text = raw.split("#", 1)[0].strip()
+            # The first field: a Postfix cidr table has the action after the network.
+            text = next(iter(raw.split("#", 1)[0].split()), "")
             try:
                 networks.append(ipaddress.ip_network(text, strict=False))
             except ValueError:
@@ -154,6 +160,20 @@ def exim_actions(hostlist, clients, timeout):
     return dict(zip(clients, results, strict=True))
 
 
+def table_actions(table, clients, timeout):
+    """OK (in cidr:TABLE) for each client the Postfix cidr table matches, through postmap -q."""
+    try:
+        done = subprocess.run(["postmap", "-q", "-", f"cidr:{table}"], input="".join(f"{c}\n" for c in clients),
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise OSError(f"postmap -q took longer than {timeout:g} s") from exc
+    # Exit 1: no key matched; anything else but 0 is an error (a table Postfix cannot read).
+    if done.returncode not in (0, 1) or done.stderr.strip():
+        raise OSError(f"postmap -q cidr:{table} failed: {(done.stderr or done.stdout).strip()}")
+    found = dict(line.split("\t", 1) for line in done.stdout.splitlines() if "\t" in line)
+    return {client: f"OK (in cidr:{table}: {found[client]})" for client in clients if client in found}
+
+
 def deferred(action):
     """A deferral or a rejection: anything but a pass (DUNNO, OK, PREPEND ...)."""
     return action.split()[0].upper() not in ("DUNNO", "OK", "PREPEND")
@@ -167,11 +187,15 @@ def smtp_banner(service, timeout):
     return banner
 
 
-def ask_greylist(policy, clients, timeout):
-    """The greylist's action for each client."""
+def ask_greylist(policy, clients, timeout, client_table=None):
+    """The greylist's action for each client (the client table's, when it matches)."""
     if policy.startswith("exim:"):
         return exim_actions(policy[len("exim:"):], clients, timeout)
-    return {client: policy_action(policy, client, timeout) for client in clients}
+    actions = table_actions(client_table, clients, timeout) if client_table else {}
+    for client in clients:
+        if client not in actions:
+            actions[client] = policy_action(policy, client, timeout)
+    return {client: actions[client] for client in clients}
 
 
 def problems(args, inside, outside):
@@ -179,7 +203,8 @@ def problems(args, inside, outside):
     # One client per sampled network (its first address).
     sampled = {str(network.network_address): network for network in inside}
     try:
-        replies = ask_greylist(args.policy, list(dict.fromkeys([*sampled, *outside])), args.io_timeout)
+        replies = ask_greylist(args.policy, list(dict.fromkeys([*sampled, *outside])), args.io_timeout,
+                               args.client_table)
     except OSError as exc:
         return [f"the greylist's policy service {args.policy} does not answer: {exc}"], {}
     found = [f"the greylist answered {replies[client]!r} for {client} of the whitelisted {network}"
@@ -223,6 +248,7 @@ def verdict(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--whitelist", required=True)
+    parser.add_argument("--client-table", help="Postfix cidr table asked before the policy service")
     parser.add_argument("--policy", default="127.0.0.1:10023")
     parser.add_argument("--smtp", default="127.0.0.1:25")
     parser.add_argument("--unknown-client", default="192.0.2.1")
