@@ -30,7 +30,9 @@ PROJECT = SCENARIO.parents[1]
 LAB = yaml.safe_load((PROJECT / "molecule/resources/lab.yml").read_text())
 HOSTS = ["mx1", "mx2", "mx3"]
 ADDRESSES = {"mx1": LAB["lab_mx_address"], **LAB["lab_cluster_mx"]}
-WHITELIST = "/etc/postgrey/whitelist_clients.local"
+# The providers' networks live in the cidr table smtpd asks before postgrey (postgrey's own list
+# holds only the static names: mailguard_provider_clients_skip_greylist).
+WHITELIST = "/etc/postfix/mailguard_provider_clients.cidr"
 UNBOUND_CONF = "/etc/unbound/unbound.conf.d/lab.conf"
 NETBLOCKS = "_netblocks.bigpool.test."
 ORIGINAL_NETBLOCKS = "v=spf1 ip4:172.30.53.96/29 ip6:2001:db8:53::/48 ~all"
@@ -43,8 +45,8 @@ RCPT = "alice@lab.test"
 ROLLOUT_ROLE = "mailguard.mail.whitelist_rollout : "
 INSTALL_TASK = ROLLOUT_ROLE + "Install the controller's whitelist"
 CHECK_TASK = ROLLOUT_ROLE + "Ask the greylist and the MTA"
-# The rollout takes the list live through postgrey's own handler, as site.yml does.
-RELOAD_HANDLER = "mailguard.mail.postgrey : Reload postgrey"
+# The rollout takes the table live through Postfix's own handler, as site.yml does.
+RELOAD_HANDLER = "mailguard.mail.postfix : Reload postfix"
 
 
 def host(name: str):

@@ -107,9 +107,11 @@ class Postfix(MailHost):
     name_key = "lab_mx_name"
     greylist_code = 450
     accepted_text = r"queued as"
-    whitelist = "/etc/postgrey/whitelist_clients.local"
+    # The providers' networks: the cidr table smtpd asks before postgrey (postgrey's own list
+    # holds only the static names: mailguard_provider_clients_skip_greylist).
+    whitelist = "/etc/postfix/mailguard_provider_clients.cidr"
     greylist_service = "postgrey"
-    watched = ("/etc/postfix/main.cf", "/etc/postgrey/whitelist_clients.local")
+    watched = ("/etc/postfix/main.cf", whitelist, "/etc/postgrey/whitelist_clients.local")
     helo_verdict_verb = "RCPT"
     broken_inputs: ClassVar[dict[str, tuple[dict, str]]] = {
         # 300 is no IPv4 octet: a whitelist line postgrey and Postfix would skip or choke on.
@@ -161,6 +163,13 @@ class Postfix(MailHost):
 
     def message_rate_limit(self) -> int:
         return int(self.postconf("smtpd_client_message_rate_limit"))
+
+    def greylist_log(self, since: float) -> list[str]:
+        """postgrey's journal lines since the epoch second `since` (it logs every decision:
+        action=greylist, action=pass with its reason, each with client_address=)."""
+        out = self.host.check_output("journalctl -u %s --since @%s -o cat --no-pager", self.greylist_service,
+                                     str(int(since)))
+        return out.splitlines()
 
     def greylist_answers(self) -> bool:
         # The listener smtpd asks (the last check_policy_service, inet:HOST:PORT).
