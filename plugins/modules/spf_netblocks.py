@@ -150,10 +150,11 @@ options:
     default: []
   cidr_action:
     description:
-      - Right-hand side of each line in the C(cidr) format. C(OK) suits C(check_client_access);
-        use C(permit) for C(postscreen_access_list).
+      - Right-hand side of each line in the C(cidr) format. C(permit) serves C(check_client_access)
+        and C(postscreen_access_list) alike (postscreen takes only permit, reject or dunno); C(OK)
+        serves C(check_client_access) only.
     type: str
-    default: OK
+    default: permit
   sqlgrey_cidr:
     description:
       - In the C(sqlgrey) format, write networks as CIDR (IPv4 and IPv6), which sqlgrey 1.7.7 and
@@ -187,11 +188,10 @@ EXAMPLES = r"""
   run_once: true
   delegate_to: localhost
 
-- name: Same providers as a Postfix cidr table for postscreen
+- name: Same providers as a Postfix cidr table (check_client_access and postscreen_access_list)
   mailguard.mail.spf_netblocks:
     domains: [gmail.com, outlook.com]
     format: cidr
-    cidr_action: permit
     dest: /srv/whitelists/postscreen_providers.cidr
   run_once: true
   delegate_to: localhost
@@ -297,7 +297,7 @@ def run_module() -> None:
             min_prefix4=dict(type="int", default=12),
             min_prefix6=dict(type="int", default=28),
             allowed_networks=dict(type="list", elements="str", default=[]),
-            cidr_action=dict(type="str", default="OK"),
+            cidr_action=dict(type="str", default="permit"),
             sqlgrey_cidr=dict(type="bool", default=True),
         ),
         mutually_exclusive=[("outputs", "format"), ("outputs", "dest")],

@@ -62,7 +62,7 @@ def test_role_writes_every_format_then_changes_nothing(playbook):
     postgrey = (playbook.build / "whitelist_clients.local").read_text()
     assert [line for line in postgrey.splitlines() if not line.startswith("#")] == [
         "192.0.2.0/24", "203.0.113.0/24", "2001:db8::/32"]
-    assert "192.0.2.0/24\tOK" in (playbook.build / "provider_clients.cidr").read_text()
+    assert "192.0.2.0/24\tpermit" in (playbook.build / "provider_clients.cidr").read_text()
     resolve = task_result(out, "Resolve the providers")
     ses = resolve["roots"]["ses.test"]
     assert ses["unresolvable"] == ["ses.test > exists:%{i}.x.ses.test"]

@@ -27,7 +27,7 @@ def test_first_run_writes_then_second_run_is_unchanged(server, tmp_path):
 
 @pytest.mark.parametrize(("fmt", "entries"), [
     ("postgrey", ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]),
-    ("cidr", ["192.0.2.0/24\tOK", "198.51.100.0/24\tOK", "203.0.113.0/24\tOK", "2001:db8::/32\tOK"]),
+    ("cidr", ["192.0.2.0/24\tpermit", "198.51.100.0/24\tpermit", "203.0.113.0/24\tpermit", "2001:db8::/32\tpermit"]),
     ("exim", ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]),
     ("sqlgrey", ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]),
     ("spamd", ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]),
@@ -103,7 +103,7 @@ def test_dry_run_reports_a_change_without_writing(server, tmp_path):
 
 
 @pytest.mark.parametrize(("fmt", "expected"), [
-    ("cidr", "192.0.2.0/24\tOK"),
+    ("cidr", "192.0.2.0/24\tpermit"),
     ("exim", "192.0.2.0/24"),
     ("sqlgrey", "192.0.2.0/24"),
     ("sqlgrey --no-sqlgrey-cidr", "192.0.2"),

@@ -206,11 +206,11 @@ def test_render_cidr_exact_and_action():
     assert result.content == head(
         "# Format: Postfix cidr table (check_client_access or postscreen_access_list)."
     ) + (
-        "192.0.2.1/32\tOK\n"
-        "198.51.100.0/25\tOK\n"
-        "203.0.113.7/32\tOK\n"
-        "2001:db8:1::/48\tOK\n"
-        "2001:db8:2::5/128\tOK\n"
+        "192.0.2.1/32\tpermit\n"
+        "198.51.100.0/25\tpermit\n"
+        "203.0.113.7/32\tpermit\n"
+        "2001:db8:1::/48\tpermit\n"
+        "2001:db8:2::5/128\tpermit\n"
     )
     permit = render("cidr", WALK, None, HEADER, cidr_action="permit")
     assert permit.content.splitlines()[3:] == [
@@ -365,7 +365,7 @@ def test_render_merges_static_networks_and_collapses(fmt):
     static = parse_static_entries(["192.0.2.0/25"], DOCS)
     result = render(fmt, nets("192.0.2.128/25"), static, [])
     lines = entry_lines(result.content)
-    expected = {"sqlgrey": "192.0.2", "cidr": "192.0.2.0/24\tOK"}.get(fmt, "192.0.2.0/24")
+    expected = {"sqlgrey": "192.0.2", "cidr": "192.0.2.0/24\tpermit"}.get(fmt, "192.0.2.0/24")
     assert lines == [expected]
 
 

@@ -323,7 +323,7 @@ def postmap_env(tmp_path, **extra):
 @pytest.fixture
 def cidr_table(tmp_path):
     path = tmp_path / "provider_clients.cidr"
-    path.write_text(f"# generated\n# a chain\n{WHITELISTED}\tOK\n")
+    path.write_text(f"# generated\n# a chain\n{WHITELISTED}\tpermit\n")
     return path
 
 

@@ -140,7 +140,7 @@ def test_plan_without_output_path_writes_nothing_and_has_no_state(tmp_path):
     assert p.refused is None
     assert p.state_path is None
     assert not p.changed
-    assert entries(p.content) == ["172.217.0.0/19\tOK"]
+    assert entries(p.content) == ["172.217.0.0/19\tpermit"]
     with pytest.raises(ValueError):
         apply_update(p)
 
@@ -257,7 +257,7 @@ def test_a_full_postgrey_list_is_no_baseline_of_its_names_only_successor(out):
              fmt="postgrey-names")
     assert p.refused is None and entries(p.content) == ["mail.example.com"]
     cidr = out.with_name("provider_clients.cidr")
-    cidr.write_text("# old\n172.217.0.0/19\tOK\n")
+    cidr.write_text("# old\n172.217.0.0/19\tpermit\n")
     shrunk = plan(report(walked("gmail.com", "172.217.0.0/24")), cidr, fmt="cidr")
     assert shrunk.refused is not None and "no state yet" in shrunk.refused
 
@@ -540,7 +540,8 @@ def test_without_state_the_existing_file_is_the_baseline(out):
 
 
 def test_baseline_reads_every_format():
-    assert networks_in("# c\n172.217.0.0/19\tOK\n2001:4860::/32\tOK\n") == nets("172.217.0.0/19", "2001:4860::/32")
+    cidr_table = "# c\n172.217.0.0/19\tpermit\n2001:4860::/32\tpermit\n"
+    assert networks_in(cidr_table) == nets("172.217.0.0/19", "2001:4860::/32")
     assert networks_in("# sqlgrey\n172.217.3\n172.217.4.5\n") == nets("172.217.3.0/24", "172.217.4.5/32")
     assert networks_in("/.*google/\nmail.google.com\n^(?:.+\\.)?x\\.com$\n") == []
 
@@ -600,7 +601,7 @@ def test_each_netblock_is_written_below_its_chain(out, fmt):
     rep = report(gmail_walk(), walked("example.net", "192.0.2.0/24"))
     p = plan(rep, out, fmt=fmt, sqlgrey_cidr=True)
     assert p.refused is None
-    action = "\tOK" if fmt == "cidr" else ""
+    action = "\tpermit" if fmt == "cidr" else ""
     assert body(p.content) == [
         f"# {GMAIL_CHAIN}", f"172.217.0.0/19{action}",
         "# example.net", f"192.0.2.0/24{action}",

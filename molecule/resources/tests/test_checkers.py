@@ -35,7 +35,7 @@ CASES = {
             "/usr/local/sbin/postfix-check-aliases", "/etc/aliases", "echo 'webmaster root' >> $COPY", "name:value"),
         "cidr table: a network with host bits": Case(
             "/usr/local/sbin/postfix-check-table cidr", "/etc/postfix/mailguard_provider_clients.cidr",
-            "printf '192.0.2.1/24\\tOK\\n' >> $COPY", "192.0.2.1/24"),
+            "printf '192.0.2.1/24\\tpermit\\n' >> $COPY", "192.0.2.1/24"),
         "policyd-spf.conf: a skip address with host bits": Case(
             "/usr/local/sbin/policyd-spf-conf-check", "/etc/postfix-policyd-spf-python/policyd-spf.conf",
             "echo 'skip_addresses = 127.0.0.1/8' >> $COPY", "127.0.0.1/8"),

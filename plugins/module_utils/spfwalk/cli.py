@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .guards import DEFAULT_MIN_PREFIX4, DEFAULT_MIN_PREFIX6, GuardError, GuardPolicy
-from .outputs import FORMATS, OutputError, parse_static_entries
+from .outputs import CIDR_ACTION, FORMATS, OutputError, parse_static_entries
 from .update import Limits, OutputSpec, UpdatePlan, apply_update, default_state_path, plan_outputs
 from .walker import WalkerOptions, walk_sync
 
@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--query-lifetime", type=_seconds, default=2.0, metavar="SECONDS")
     parser.add_argument("--deadline", type=_seconds, default=30.0, metavar="SECONDS")
     parser.add_argument("--max-in-flight", type=_at_least_one, default=32, metavar="N")
-    parser.add_argument("--cidr-action", default="OK", help="action word of the cidr format (default: OK)")
+    parser.add_argument("--cidr-action", default=CIDR_ACTION,
+                        help=f"action word of the cidr format (default: {CIDR_ACTION}, which smtpd's "
+                        "check_client_access and postscreen_access_list both read)")
     parser.add_argument("--sqlgrey-cidr", action=argparse.BooleanOptionalAction, default=True,
                         help="sqlgrey format: CIDR lines, as sqlgrey >= 1.7.7 reads them (default); "
                              "--no-sqlgrey-cidr expands IPv4 into class C prefixes and addresses")

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from .guards import GuardPolicy
 from .model import OK, PERMERROR, Network, RootResult, WalkReport
 from .netblocks import address_count, collapse, group_by_container, lost_fraction, parse_network
-from .outputs import FORMATS, NAMES_ONLY_FORMATS, OutputError, StaticEntries, render
+from .outputs import CIDR_ACTION, FORMATS, NAMES_ONLY_FORMATS, OutputError, StaticEntries, render
 
 STATE_VERSION = 1
 DEFAULT_MODE = 0o644
@@ -322,7 +322,7 @@ def plan_update(
     state_path: str | None,
     max_shrink: float = 0.25,
     force: bool = False,
-    cidr_action: str = "OK",
+    cidr_action: str = CIDR_ACTION,
     *,
     sqlgrey_cidr: bool = False,
     max_growth: float = 4.0,
@@ -343,7 +343,7 @@ def plan_outputs(
     state_path: str | None,
     limits: Limits | None = None,
     *,
-    cidr_action: str = "OK",
+    cidr_action: str = CIDR_ACTION,
     sqlgrey_cidr: bool = False,
 ) -> UpdatePlan:
     """Work out every output and the new state from one walk report; never writes anything.
