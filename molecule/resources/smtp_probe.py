@@ -29,6 +29,7 @@ import argparse
 import email.utils
 import json
 import smtplib
+import socket
 import sys
 import time
 
@@ -38,10 +39,13 @@ CONNECT = "CONNECT"
 class Dialogue:
     """An SMTP session that records each command with the server's reply."""
 
-    def __init__(self, server: str, port: int, timeout: float) -> None:
+    def __init__(self, server: str, port: int, timeout: float, source: str | None = None) -> None:
         self.server = server
         self.port = port
-        self.smtp = smtplib.SMTP(timeout=timeout)
+        self.timeout = timeout
+        # The client address: one of the container's own (postscreen's tests use extra ones).
+        self.source = (source, 0) if source else None
+        self.smtp = smtplib.SMTP(timeout=timeout, source_address=self.source)
         self.steps: list[dict] = []
         self.open = False
 
@@ -57,6 +61,30 @@ class Dialogue:
             return self.record(CONNECT, None, f"disconnected: {exc}")
         self.open = True
         return self.record(CONNECT, code, decode(text))
+
+    def pregreet(self, line: str) -> dict:
+        """Connect and send line at once, before the server's greeting, as bots do (postscreen's
+        pregreet test); then read the greeting."""
+        sock = socket.create_connection((self.server, self.port), self.timeout, self.source)
+        sock.sendall(line.encode() + b"\r\n")
+        self.smtp.sock = sock
+        self.open = True
+        self.record(f"{line} (before the greeting)", None, "sent")
+        try:
+            code, text = self.smtp.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.open = False
+            return self.record(CONNECT, None, f"disconnected: {exc}")
+        return self.record(CONNECT, code, decode(text))
+
+    def reply_to(self, line: str) -> dict:
+        """Read the reply to a line sent earlier (the pregreeting)."""
+        try:
+            code, text = self.smtp.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.open = False
+            return self.record(line, None, f"disconnected: {exc}")
+        return self.record(line, code, decode(text))
 
     def command(self, line: str) -> dict:
         """Send one command line; a hang-up or a timeout ends the session."""
@@ -136,13 +164,23 @@ def smuggled_transaction(args: argparse.Namespace) -> bytes:
 
 
 def run_dialogue(args: argparse.Namespace) -> dict:
-    session = Dialogue(args.server, args.port, args.timeout)
+    session = Dialogue(args.server, args.port, args.timeout, args.source)
     result = {"server": f"{args.server}:{args.port}", "steps": session.steps}
     try:
-        banner = session.connect()
-        if banner["code"] != 220:
-            return result
         hello = greeting(args)
+        if args.pregreet:
+            hello = hello or "EHLO probe.invalid"
+            banner = session.pregreet(hello)["code"]
+            # The greeting went out before the 220: its reply comes after it - or, when the
+            # server never ends its multi-line 220- greeting (postscreen after a pregreet), as
+            # the end of the same reply (then recorded as the CONNECT's).
+            if banner == 220 and not positive(session.reply_to(hello)["code"]):
+                return result
+            if not positive(banner):
+                return result
+            hello = None
+        elif session.connect()["code"] != 220:
+            return result
         if hello and not positive(session.command(hello)["code"]):
             return result
         if not positive(session.command(mail_from(args))["code"]):
@@ -161,7 +199,7 @@ def run_burst(args: argparse.Namespace) -> dict:
     """Open N connections in a row, each: banner, EHLO (when greeted with 220), QUIT."""
     connections = []
     for _ in range(args.connections):
-        session = Dialogue(args.server, args.port, args.timeout)
+        session = Dialogue(args.server, args.port, args.timeout, args.source)
         try:
             entry = {"banner": session.connect()}
             if entry["banner"]["code"] == 220:
@@ -182,6 +220,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--server", required=True, help="SMTP server address")
     parser.add_argument("--port", type=int, default=25)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per reply")
+    parser.add_argument("--source", metavar="ADDRESS", help="connect from this address of the client")
+    parser.add_argument("--pregreet", action="store_true",
+                        help="send the greeting (EHLO/HELO) before the server's 220, as bots do")
     hello = parser.add_mutually_exclusive_group(required=True)
     hello.add_argument("--ehlo", metavar="NAME", help="greet with EHLO NAME")
     hello.add_argument("--helo", metavar="NAME", help="greet with HELO NAME")

@@ -23,7 +23,9 @@ HERE = Path(__file__).resolve().parent
 STOCK = HERE / "files" / "debian12-postfix-3.7.11-master.cf"
 PLAYBOOK = "tests/ansible/postfix_master_cf.yml"
 TEMPLATE_TASK = "Write master.cf from the role's template"
-BASE = {"postfix_myhostname": "mx1.lab.test", "ansible_python_interpreter": sys.executable}
+# Without postscreen, Debian's smtpd answers port 25: the stock file, service for service.
+# postscreen's services are tested on their own (test_postscreen_...).
+BASE = {"postfix_myhostname": "mx1.lab.test", "ansible_python_interpreter": sys.executable, "postfix_postscreen": False}
 POLICYD_SPF = "policyd-spf unix - n n - 0 spawn user=policyd-spf argv=/usr/bin/policyd-spf"
 
 
@@ -71,6 +73,19 @@ def test_the_defaults_render_debians_services_then_policyd_spf(tmp_path):
     for line in ("smtp      inet  n       -       y       -       -       smtpd",
                  "tlsmgr    unix  -       -       y       1000?   1       tlsmgr"):
         assert line in stock_lines and line in text.splitlines()
+
+
+def test_postscreen_answers_port_25_with_smtpd_dnsblog_and_tlsproxy_behind_it(tmp_path):
+    """Debian's master.cf.dist has these lines commented out; postscreen is on by default."""
+    text = rendered(tmp_path, postfix_postscreen=True)
+    postscreen = [
+        "smtp inet n - y - 1 postscreen",
+        "smtpd pass - - y - - smtpd",
+        "dnsblog unix - - y - 0 dnsblog",
+        "tlsproxy unix - - y - 0 tlsproxy",
+    ]
+    # smtp/inet replaced in its place; the three helpers after Debian's services.
+    assert services(text) == [postscreen[0], *STOCK_SERVICES[1:], *postscreen[1:], POLICYD_SPF]
 
 
 def test_without_the_roles_services_it_is_debians_master_cf(tmp_path):

@@ -209,3 +209,52 @@ def test_postgrey_names_without_any_cidr_table_is_refused():
     rc, messages = preflight(spf_whitelist_installs=NAMES_ONLY_INSTALLS[:1])
     assert rc != 0
     assert "postgrey-names" in messages and "postfix_greylist_skip_cidr_tables" in messages, messages
+
+
+def test_postscreen_lists_with_filters_weights_and_allowlists_pass():
+    rc, messages = preflight(postfix_postscreen_dnsbl_sites=[
+        "zen.spamhaus.org=127.0.0.[2..11]*3", "bl.spamcop.net=127.0.0.2*2", "b.barracudacentral.org*2",
+        "list.dnswl.org=127.0.[0..255].[2;3]*-2", "swl.spamhaus.org*-4", "ix.dnsbl.manitu.net",
+    ])
+    assert rc == 0, messages
+
+
+@pytest.mark.parametrize(
+    "site",
+    [
+        "zen.spamhaus.org=127.0.0.[2..11]*",          # a star without a weight
+        "zen.spamhaus.org*3=127.0.0.2",               # weight before the filter
+        "zen.spamhaus.org=127.0.0*3",                 # a filter of three octets
+        "zen.spamhaus.org*1.5",                       # weights are integers
+        "zen.spamhaus.org=127.0.0.2 bl.spamcop.net",  # two entries in one
+        "-zen.spamhaus.org",
+    ],
+)
+def test_a_malformed_postscreen_list_is_refused(site):
+    rc, messages = preflight(postfix_postscreen_dnsbl_sites=["bl.spamcop.net=127.0.0.2*2", site])
+    assert rc != 0
+    assert "postfix_postscreen_dnsbl_sites" in messages and json.dumps(site) in messages, messages
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"postfix_postscreen_dnsbl_threshold": 0},              # every client rejected
+        {"postfix_postscreen_dnsbl_allowlist_threshold": 1},    # listed clients skip the tests
+    ],
+)
+def test_a_postscreen_threshold_that_rejects_everyone_or_allowlists_the_listed_is_refused(overrides):
+    rc, messages = preflight(**overrides)
+    assert rc != 0
+    assert next(iter(overrides)) in messages, messages
+
+
+def test_postscreen_lists_are_not_checked_with_postscreen_off():
+    rc, messages = preflight(postfix_postscreen=False, postfix_postscreen_dnsbl_sites=["not a list*x"])
+    assert rc == 0, messages
+
+
+def test_postscreen_access_table_that_is_no_absolute_path_is_refused():
+    rc, messages = preflight(postfix_postscreen_access_cidr_tables=["mailguard_provider_clients.cidr"])
+    assert rc != 0
+    assert "postfix_postscreen_access_cidr_tables" in messages, messages

@@ -362,7 +362,7 @@ def smtp_ready(mta):
     deadline = time.monotonic() + 30
     while True:
         done = client.run(
-            "python3 -c 'import smtplib,sys; s=smtplib.SMTP(sys.argv[1], 25, timeout=5); s.quit()' %s", mta.address
+            "python3 -c 'import smtplib,sys; s=smtplib.SMTP(sys.argv[1], 25, timeout=15); s.quit()' %s", mta.address
         )
         if done.rc == 0:
             return
