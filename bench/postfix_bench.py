@@ -87,8 +87,9 @@ REJECTIONS = [
      ["-f", "<>", "-t", "nosuchuser@mx.bench.test"], "550 5.1.1", "User unknown in local recipient table"),
     ("relay", "relay to a foreign domain", "local", ["-t", "someone@foreign.test"],
      "554 5.7.1", "Relay access denied"),
+    # 450: the role keeps unknown_address_reject_code temporary (a DNS failure must be retried).
     ("unknown_sender_domain", "sender domain does not exist", "dns", ["-f", "news@nxdomain.bench.test"],
-     "554 5.1.8", "Sender address rejected: Domain not found"),
+     "450 4.1.8", "Sender address rejected: Domain not found"),
     ("dnsbl", "client listed in the DNSBL", "dns", [], "554 5.7.1", f"blocked using {DNSBL}"),
 ]
 

@@ -71,3 +71,27 @@ def test_bad_value_is_refused_naming_variable_and_value(overrides, variable, sho
     rc, messages = preflight(**overrides)
     assert rc != 0, f"{overrides} passed the exim4 preflight"
     assert variable in messages and shown in messages, messages
+
+
+def test_weighted_lists_with_value_lists_masks_and_allowlists_pass():
+    rc, messages = preflight(exim4_dnsbl_weighted_sites=[
+        "zen.spamhaus.org=127.0.0.2,127.0.0.3*3", "bl.spamcop.net", "b.barracudacentral.org*2",
+        "list.dnswl.org&0.0.0.2*-2",
+    ], exim4_greylist_skip_dnswl_sites=["dnswl.example=127.0.10.2,127.0.10.3"])
+    assert rc == 0, messages
+
+
+@pytest.mark.parametrize(
+    ("overrides", "shown"),
+    [
+        ({"exim4_dnsbl_weighted_sites": ["zen.spamhaus.org=127.0.0.2*"]}, '"zen.spamhaus.org=127.0.0.2*"'),
+        ({"exim4_dnsbl_weighted_sites": ["zen.spamhaus.org*x"]}, '"zen.spamhaus.org*x"'),
+        ({"exim4_dnsbl_weighted_sites": ["zen.spamhaus.org=127.0.0.[2..11]*3"]}, "zen.spamhaus.org=127.0.0.[2..11]"),
+        ({"exim4_greylist_skip_dnswl_sites": ["dnswl example"]}, '"dnswl example"'),
+        ({"exim4_dnsbl_threshold": 0}, "exim4_dnsbl_threshold (0)"),
+    ],
+)
+def test_a_malformed_weighted_list_or_threshold_is_refused(overrides, shown):
+    rc, messages = preflight(**overrides)
+    assert rc != 0, f"{overrides} passed"
+    assert shown in messages, messages

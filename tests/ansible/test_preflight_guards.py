@@ -149,3 +149,31 @@ def test_check_mode_diff_never_shows_the_sqlgrey_database_password():
                  if task.get("ansible.builtin.template", {}).get("src") == "etc/sqlgrey/sqlgrey.conf.j2"]
     assert len(templates) == 1
     assert templates[0]["diff"] is False
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (["(^|[.-])dsl[0-9]*[.-]", "mail"], "'mail' matches ordinary mail server names"),
+        (["dyn/ip"], "'dyn/ip' holds a \"/\""),
+        (["x*"], "'x*' matches the empty string"),
+    ],
+)
+def test_mailguard_refuses_name_patterns_that_would_greylist_everyone_or_break_a_table(value, shown):
+    rc, messages, _ = run_preflight("mailguard", mailguard_greylist_dynamic_name_patterns=value)
+    assert rc != 0, f"{value!r} passed the mailguard preflight"
+    assert any("mailguard_greylist_dynamic_name_patterns" in m and shown in m for m in messages), messages
+
+
+def test_mailguard_refuses_selective_greylisting_without_any_signal():
+    rc, messages, _ = run_preflight("mailguard", mailguard_greylist_clients="selective",
+                                    mailguard_greylist_signal_unverified_name=False,
+                                    mailguard_greylist_dynamic_name_patterns=[])
+    assert rc != 0
+    assert any("nobody would ever be greylisted" in m for m in messages), messages
+
+
+def test_mailguard_takes_selective_greylisting_with_one_signal():
+    rc, messages, _ = run_preflight("mailguard", mailguard_greylist_clients="selective",
+                                    mailguard_greylist_dynamic_name_patterns=[])
+    assert rc == 0, messages
