@@ -618,3 +618,78 @@ def test_markdown_names_a_configuration_without_logs(run, summary, tmp_path):
     text = analyse.render_markdown(summary, compare(run, tmp_path), "cmd")
     assert text.count("**FAIL**: no mail log found for these hosts.") == 2
     assert "Agreement overall: **FAIL**." in text
+
+
+# -- selective greylisting (configuration selective-postscreen) ------------------------------
+
+SELECTIVE = {"name": "selective-postscreen", "title": "postscreen and selective greylisting",
+             "mx": [{"name": "screen-mx", "address": "198.18.0.37"}]}
+SCREEN_MX = "198.18.0.37"
+BOTS = [f"198.18.200.{n}" for n in range(1, 21)]
+
+
+class SelectiveRun(Run):
+    """The good run plus the selective configuration, its bulk sender, real MTA without reverse
+    DNS and twenty bots."""
+
+    def plan(self) -> dict:
+        plan = super().plan()
+        plan["configurations"] = [*CONFIGS, SELECTIVE]
+        plan["classes"] = [*CLASSES, {"name": "bulk", "title": "Bulk sender", "kind": "legitimate"},
+                           {"name": "mta-dynamic", "title": "Real MTA without reverse DNS", "kind": "legitimate"}]
+        plan["addresses"] |= {"198.18.40.5": {"helo": "out.bulk.sim.test", "class": "bulk"},
+                              "198.18.60.77": {"helo": "dsl-198-18-60-77.dyn.sim.test", "class": "mta-dynamic"}}
+        plan["addresses"] |= {bot: {"helo": f"pc-{bot}", "class": "bot-no-retry"} for bot in BOTS}
+        return plan
+
+
+def selective_run(*, deferred_class: str | None = None, bots_through: int = 0, dynamic_greylisted: bool = True):
+    run = SelectiveRun()
+    base = good_run()
+    run.messages, run.results = base.messages, base.results
+    config = SELECTIVE["name"]
+    verified = {"pool-not-whitelisted": "198.18.112.20", "bulk": "198.18.40.5", "mta-postfix": "198.18.50.1",
+                "mta-exim": "198.18.51.1", "mta-other-mx": "198.18.52.1"}
+    run.add(config, "pool-whitelisted", "user0@gpool.sim.test", [(0, "198.18.96.10", SCREEN_MX, "ok")])
+    for cls, client in verified.items():
+        first = ([(1, client, SCREEN_MX, "grey"), (8, client, SCREEN_MX, "ok")] if cls == deferred_class
+                 else [(1, client, SCREEN_MX, "ok")])
+        run.add(config, cls, f"x@{cls}.sim.test", first)
+        run.add(config, cls, f"x@{cls}.sim.test", [(30, client, SCREEN_MX, "ok")])
+    dynamic = ([(2, "198.18.60.77", SCREEN_MX, "grey"), (9, "198.18.60.77", SCREEN_MX, "ok")] if dynamic_greylisted
+               else [(2, "198.18.60.77", SCREEN_MX, "ok")])
+    run.add(config, "mta-dynamic", "dave@home1.sim.test", dynamic)
+    run.add(config, "mta-dynamic", "dave@home1.sim.test", [(40, "198.18.60.77", SCREEN_MX, "ok")])
+    for n, bot in enumerate(BOTS):
+        verdict = "ok" if n < bots_through else "grey"
+        run.add(config, "bot-no-retry", f"info{n}@shop{n}.sim.test", [(3, bot, SCREEN_MX, verdict)], ends="gave-up")
+    return run
+
+
+def selective_verdicts(run, check_id: str) -> dict:
+    summary = analyse.summarise(run.plan(), run.results, HOSTS)
+    return {c["class"]: c["pass"] for c in summary["checks"] if c["id"] == check_id
+            and c["config"] == SELECTIVE["name"]}
+
+
+def test_selective_greylisting_checks_pass_when_only_the_nameless_wait():
+    run = selective_run()
+    summary = analyse.summarise(run.plan(), run.results, HOSTS)
+    mine = [c for c in summary["checks"] if c["config"] == SELECTIVE["name"]]
+    assert {c["id"] for c in mine} == {"a", "d", "f", "g"}  # b and c are for greylisting everyone
+    assert [c for c in mine if c["pass"] is not True] == []
+    assert analyse.all_passed(summary, None)
+
+
+def test_f_fails_when_a_sender_with_a_verified_name_is_deferred():
+    assert selective_verdicts(selective_run(deferred_class="mta-postfix"), "f") == {
+        "pool-not-whitelisted": True, "bulk": True, "mta-postfix": False, "mta-exim": True, "mta-other-mx": True}
+
+
+def test_g_fails_when_the_mta_without_reverse_dns_is_not_greylisted():
+    assert selective_verdicts(selective_run(dynamic_greylisted=False), "g") == {"mta-dynamic": False}
+
+
+@pytest.mark.parametrize(("through", "passed"), [(1, True), (2, False)])
+def test_d_for_selective_greylisting_wants_95_percent_of_the_bots_blocked(through, passed):
+    assert selective_verdicts(selective_run(bots_through=through), "d") == {"bot-no-retry": passed}

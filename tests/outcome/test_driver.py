@@ -284,7 +284,7 @@ def test_a_plan_from_plan_py_is_one_the_driver_accepts(tmp_path):
         check=True,
     )
     plan = driver.load_plan(str(output))
-    assert len(plan["messages"]) == 432
+    assert len(plan["messages"]) == 5 * 108
 
 
 @pytest.mark.parametrize(

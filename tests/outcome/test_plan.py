@@ -156,7 +156,7 @@ def test_every_configuration_receives_the_same_traffic(traffic, plan):
         )
         per_message[(class_name, n)][message["config"]] = drawn
     configurations = {c["name"] for c in traffic["configurations"]}
-    assert len(configurations) == 4
+    assert len(configurations) == 5
     for key, drawn_by_config in per_message.items():
         assert drawn_by_config.keys() == configurations, key
         assert len(set(map(repr, drawn_by_config.values()))) == 1, key
@@ -238,7 +238,7 @@ def test_giving_up_wins_when_the_next_attempt_is_past_both():
 
 def test_a_sender_without_retries_tries_once_and_gives_up(plan):
     bots = by_class(plan, "bot-no-retry")
-    assert len(bots) == 4 * 20
+    assert len(bots) == 5 * 20
     for message in bots:
         assert len(message["attempts"]) == 1
         assert message["ends"] == "gave-up"
@@ -274,7 +274,7 @@ def test_a_single_host_sender_keeps_its_address_and_names_itself(traffic, plan):
 
 def test_message_ids_and_recipient(plan):
     ids = [message["id"] for message in plan["messages"]]
-    assert len(ids) == len(set(ids)) == 4 * 108
+    assert len(ids) == len(set(ids)) == 5 * 108
     assert "greylisting-stock/bulk/6" in ids
     assert {message["recipient"] for message in plan["messages"]} == {"alice@lab.test"}
     assert {m["sender"] for m in by_class(plan, "bulk")} == {f"bounce-{n}@bulk.sim.test" for n in range(1, 7)}
