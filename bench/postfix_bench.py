@@ -412,6 +412,18 @@ def print_setup(info: dict) -> None:
         print(f"    {name} = {value}")
 
 
+def print_ratio(label: str, measured: dict, baseline: dict) -> None:
+    """One variant's throughput and CPU per message against another's."""
+    print(f"  {label}: {measured['accepted_median'] / baseline['accepted_median']:.2f}x accepted msg/s, "
+          f"{measured['delivered_median'] / baseline['delivered_median']:.2f}x delivered msg/s", end="")
+    if measured["cpu_ms_per_message"] and baseline["cpu_ms_per_message"]:
+        extra = (measured["cpu_ms_per_message"] - baseline["cpu_ms_per_message"]) * 1000
+        print(f", {measured['cpu_ms_per_message'] / baseline['cpu_ms_per_message']:.2f}x CPU per message "
+              f"(difference {extra:+.0f} us per message)")
+    else:
+        print()
+
+
 def print_throughput(figures: dict, args) -> None:
     full, minimal = figures["full"], figures["minimal"]
     print(f"\n== throughput: smtp-source -> Postfix -> smtp-sink, {args.messages} messages of {args.length} bytes, "
@@ -424,23 +436,8 @@ def print_throughput(figures: dict, args) -> None:
         cpu = f"{f['cpu_ms_per_message']:>10.2f}" if f["cpu_ms_per_message"] is not None else f"{'n/a':>10}"
         print(f"  {label:<30} {f['accepted_median']:>14.0f} {f['accepted_min']:>6.0f} {f['accepted_max']:>6.0f} "
               f"{f['delivered_median']:>16.0f} | {cpu}")
-    print(f"  full / emptied: {full['accepted_median'] / minimal['accepted_median']:.2f}x accepted msg/s, "
-          f"{full['delivered_median'] / minimal['delivered_median']:.2f}x delivered msg/s", end="")
-    if full["cpu_ms_per_message"] and minimal["cpu_ms_per_message"]:
-        extra = (full["cpu_ms_per_message"] - minimal["cpu_ms_per_message"]) * 1000
-        print(f", {full['cpu_ms_per_message'] / minimal['cpu_ms_per_message']:.2f}x CPU per message "
-              f"(difference {extra:+.0f} us per message)")
-    else:
-        print()
-    print(f"  postscreen / smtpd on port 25 (full restrictions): "
-          f"{screened['accepted_median'] / full['accepted_median']:.2f}x accepted msg/s, "
-          f"{screened['delivered_median'] / full['delivered_median']:.2f}x delivered msg/s", end="")
-    if full["cpu_ms_per_message"] and screened["cpu_ms_per_message"]:
-        extra = (screened["cpu_ms_per_message"] - full["cpu_ms_per_message"]) * 1000
-        print(f", {screened['cpu_ms_per_message'] / full['cpu_ms_per_message']:.2f}x CPU per message "
-              f"(difference {extra:+.0f} us per message)")
-    else:
-        print()
+    print_ratio("full / emptied", full, minimal)
+    print_ratio("postscreen / smtpd on port 25 (full restrictions)", screened, full)
     print("  (accepted: smtp-source's run time; delivered: until the last message reached smtp-sink; CPU: the "
           "whole container's CPU time\n   per message, smtp-source and smtp-sink included: less moved by other "
           "load than the clock, but not immune to it)")

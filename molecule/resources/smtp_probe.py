@@ -70,15 +70,10 @@ class Dialogue:
         self.smtp.sock = sock
         self.open = True
         self.record(f"{line} (before the greeting)", None, "sent")
-        try:
-            code, text = self.smtp.getreply()
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            self.open = False
-            return self.record(CONNECT, None, f"disconnected: {exc}")
-        return self.record(CONNECT, code, decode(text))
+        return self.reply_to(CONNECT)
 
     def reply_to(self, line: str) -> dict:
-        """Read the reply to a line sent earlier (the pregreeting)."""
+        """Read a reply and record it for line: the greeting (CONNECT), or a line sent earlier."""
         try:
             code, text = self.smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
